@@ -92,6 +92,6 @@ class StorageError(TvcError):
 
 
 class ConflictError(TvcError):
-    """An operation that cannot proceed as asked: illegal transition, failed gate, merge conflict."""
+    """Cannot proceed as asked: illegal transition, failed gate, merge conflict."""
 
     exit_code = 11

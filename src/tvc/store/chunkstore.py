@@ -1,0 +1,276 @@
+"""The chunk store: put and get chunks by id, in packs on a backend, indexed in the metadata DB.
+
+Writes happen in a :class:`WriteSession` (one per commit, under the registry's writer lock):
+chunks are hashed, checked against the index, encoded and appended to a pack on worker threads
+(BLAKE3, zstd and numpy release the GIL), packs are made durable as they fill, and the caller
+indexes them inside its own transaction with :meth:`WriteSession.index_into`. Reads are always
+verified: a chunk whose decoded bytes do not hash to its id raises :class:`IntegrityError`.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import sqlalchemy as sa
+
+from tvc.errors import IntegrityError, StorageError
+from tvc.store import codecs, hashing, index
+from tvc.store.backends.base import Backend, NotFound
+from tvc.store.packs import PackEntry, PackWriter, pack_object_name
+
+# A delta chunk is decoded from its base, which may itself be a delta: reading any chunk never
+# decodes more than this many bases. Fine-tune chains longer than this restart from a full chunk.
+MAX_DELTA_DEPTH = 4
+PACK_TARGET = 64 * 1024 * 1024
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    id: str
+    pack: str
+    offset: int
+    stored_len: int
+    raw_len: int
+    codec: int
+    base: str | None
+    depth: int
+
+
+@dataclass(frozen=True)
+class PutItem:
+    data: bytes | memoryview
+    dtype: str | None = None
+    itemsize: int = 0
+    base: str | None = None  # a chunk id to delta-encode against, when one is known
+
+
+@dataclass(frozen=True)
+class PutResult:
+    id: str
+    raw_len: int
+    stored_len: int  # 0 when the chunk was already stored (dedup)
+    new: bool
+    delta: bool = False
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """``map`` on a thread pool, in input order, with a bounded window so memory stays flat."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    window: collections.deque[Future[R]] = collections.deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="tvc") as pool:
+        try:
+            for item in items:
+                window.append(pool.submit(fn, item))
+                if len(window) >= 2 * workers:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+        finally:
+            for fut in window:
+                fut.cancel()
+
+
+class ChunkStore:
+    def __init__(
+        self, backend: Backend, engine: sa.Engine, staging: Path, workers: int | None = None
+    ) -> None:
+        self.backend = backend
+        self.engine = engine
+        self.staging = staging
+        self.workers = workers or default_workers()
+
+    # -- index lookups ---------------------------------------------------------------------
+    def _info_query(self) -> sa.Select:
+        c, p = index.chunks.c, index.packs.c
+        return sa.select(
+            c.id, p.name, c.offset, c.stored_len, c.raw_len, c.codec, c.base, c.depth
+        ).join_from(index.chunks, index.packs, c.pack_id == p.id)
+
+    def info(self, cid: str) -> ChunkInfo | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(self._info_query().where(index.chunks.c.id == cid)).first()
+        return ChunkInfo(*row) if row else None
+
+    def infos(self, ids: Iterable[str]) -> dict[str, ChunkInfo]:
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, ChunkInfo] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), 500):
+                q = self._info_query().where(index.chunks.c.id.in_(wanted[i : i + 500]))
+                for row in conn.execute(q):
+                    found[row[0]] = ChunkInfo(*row)
+        return found
+
+    def has(self, cid: str) -> bool:
+        with self.engine.connect() as conn:
+            q = sa.select(index.chunks.c.id).where(index.chunks.c.id == cid)
+            return conn.execute(q).first() is not None
+
+    # -- reads -----------------------------------------------------------------------------
+    def read(self, cid: str, info: ChunkInfo | None = None) -> bytes:
+        """The verified raw bytes of chunk ``cid``."""
+        info = info or self.info(cid)
+        if info is None:
+            raise IntegrityError(f"chunk {cid} is not in the index")
+        try:
+            payload = self.backend.get(info.pack, info.offset, info.stored_len)
+        except NotFound as exc:
+            raise IntegrityError(f"chunk {cid}: its pack {info.pack} is missing") from exc
+        except IntegrityError as exc:
+            raise IntegrityError(f"chunk {cid}: {exc}") from exc
+        base = self.read(info.base) if info.base else None
+        try:
+            raw = codecs.decode(info.codec, payload, info.raw_len, base=base)
+        except IntegrityError as exc:
+            raise IntegrityError(f"chunk {cid} in {info.pack}: {exc}") from exc
+        if len(raw) != info.raw_len or hashing.digest(raw) != cid:
+            raise IntegrityError(f"chunk {cid} in {info.pack}: content does not match its hash")
+        return raw
+
+    def read_many(self, ids: list[str]) -> Iterator[bytes]:
+        """Verified bytes of ``ids`` in order, decoded on worker threads."""
+        infos = self.infos(ids)
+        missing = [i for i in ids if i not in infos]
+        if missing:
+            raise IntegrityError(f"chunk {missing[0]} is not in the index")
+        yield from ordered_map(lambda cid: self.read(cid, infos[cid]), ids, self.workers)
+
+    def session(self) -> WriteSession:
+        return WriteSession(self)
+
+
+@dataclass
+class _Prepared:
+    id: str
+    raw_len: int
+    payload: bytes | None  # None: already stored
+    codec: int = 0
+    base: str | None = None
+    depth: int = 0
+    plain_len: int = 0
+
+
+class WriteSession:
+    """Chunks written by one commit. Index them with :meth:`index_into`, or :meth:`abort`."""
+
+    def __init__(self, store: ChunkStore) -> None:
+        self.store = store
+        self.pending: dict[str, PackEntry] = {}
+        self.packs: list[tuple[str, int, list[PackEntry]]] = []  # (object name, size, entries)
+        self._writer: PackWriter | None = None
+        self._lock = threading.Lock()
+
+    def _known(self, cid: str) -> bool:
+        return cid in self.pending or self.store.has(cid)
+
+    def _prepare(self, item: PutItem) -> _Prepared:
+        data = item.data
+        cid = hashing.digest(data)
+        if self._known(cid):
+            return _Prepared(cid, len(data), None)
+        codec, payload = codecs.encode(data, dtype=item.dtype, itemsize=item.itemsize)
+        prepared = _Prepared(cid, len(data), payload, int(codec), plain_len=len(payload))
+        if item.base and item.base != cid:
+            binfo = self.store.info(item.base)
+            if binfo and binfo.depth < MAX_DELTA_DEPTH and binfo.raw_len == len(data):
+                base_raw = self.store.read(item.base, binfo)
+                dcodec, dpayload = codecs.encode(
+                    data, dtype=item.dtype, itemsize=item.itemsize, base=base_raw
+                )
+                if dcodec == codecs.Codec.DELTA and len(dpayload) < len(payload):
+                    prepared.codec, prepared.payload = int(dcodec), dpayload
+                    prepared.base, prepared.depth = item.base, binfo.depth + 1
+        return prepared
+
+    def _land(self, p: _Prepared) -> PutResult:
+        if p.payload is None or p.id in self.pending:
+            return PutResult(p.id, p.raw_len, 0, new=False)
+        if self._writer is None:
+            self._writer = PackWriter(self.store.staging)
+        entry = self._writer.add(p.id, p.payload, p.raw_len, p.codec, p.base, p.depth, p.plain_len)
+        self.pending[p.id] = entry
+        if self._writer.size >= PACK_TARGET:
+            self.flush()
+        return PutResult(p.id, p.raw_len, len(p.payload), new=True, delta=p.base is not None)
+
+    def put_many(self, items: Iterable[PutItem]) -> Iterator[PutResult]:
+        """Store ``items``; yields one result per item, in order."""
+        for prepared in ordered_map(self._prepare, items, self.store.workers):
+            yield self._land(prepared)
+
+    def put(self, item: PutItem) -> PutResult:
+        return self._land(self._prepare(item))
+
+    def flush(self) -> None:
+        """Make the open pack durable in the backend (still unindexed)."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        try:
+            digest = writer.finish()
+            name = pack_object_name(digest)
+            self.store.backend.put(name, writer.path)
+        except BaseException:
+            writer.discard()
+            raise
+        with contextlib.suppress(OSError):
+            os.unlink(writer.path)  # already renamed away by a local backend
+        self.packs.append((name, writer.size, writer.entries))
+
+    def index_into(self, conn: sa.Connection) -> None:
+        """Index every pack of this session, inside the caller's transaction."""
+        self.flush()
+        now = time.time()
+        for name, size, entries in self.packs:
+            pack_id = conn.execute(
+                index.packs.insert().values(name=name, size=size, created=now)
+            ).inserted_primary_key[0]
+            rows = [
+                {
+                    "id": e.id,
+                    "pack_id": pack_id,
+                    "offset": e.offset,
+                    "stored_len": e.stored_len,
+                    "raw_len": e.raw_len,
+                    "codec": e.codec,
+                    "base": e.base,
+                    "depth": e.depth,
+                    "plain_len": e.plain_len,
+                }
+                for e in entries
+            ]
+            if rows:
+                conn.execute(index.chunks.insert(), rows)
+
+    def abort(self) -> None:
+        """Remove what this session wrote: its packs were never indexed, so nothing uses them."""
+        if self._writer is not None:
+            self._writer.discard()
+            self._writer = None
+        for name, _size, _entries in self.packs:
+            with contextlib.suppress(StorageError):
+                self.store.backend.delete(name)
+        self.packs.clear()
+        self.pending.clear()
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(e.stored_len for e in self.pending.values())

@@ -1,0 +1,95 @@
+"""The one module that makes writes durable.
+
+Nothing else in tvc writes repository state to disk directly. The recipe is the classic one:
+write to a temporary file in the destination directory, fsync it, rename it over the final name,
+fsync the directory. After a crash a reader sees either the old file or the complete new one,
+never a torn write; a leftover ``*.tmp`` file is garbage that ``tvc gc`` removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from tvc.errors import StorageError
+
+TMP_SUFFIX = ".tmp"
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def storage_error(exc: OSError, what: str) -> StorageError:
+    """Turn an OSError into a StorageError whose message says what failed and why."""
+    reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror or str(exc)
+    return StorageError(f"{what}: {reason}")
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str], *, exclusive: bool = False) -> Iterator[BinaryIO]:
+    """Open a temp file beside ``path``; on clean exit make it ``path`` durably.
+
+    With ``exclusive`` an existing ``path`` is left alone and the write is dropped: content
+    addressed files with the same name have the same bytes.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=final.parent)
+    except OSError as exc:
+        raise storage_error(exc, f"cannot create a file in {final.parent}") from exc
+    f = os.fdopen(fd, "wb")
+    try:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        if exclusive and final.exists():
+            os.unlink(tmp)
+            return
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    except OSError as exc:
+        _discard(f, tmp)
+        raise storage_error(exc, f"cannot write {final}") from exc
+    except BaseException:
+        _discard(f, tmp)
+        raise
+
+
+def _discard(f: BinaryIO, tmp: str) -> None:
+    with contextlib.suppress(OSError):
+        f.close()
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes, *, exclusive: bool = False) -> None:
+    with atomic_file(path, exclusive=exclusive) as f:
+        f.write(data)
+
+
+def move_into_place(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """Durably rename an already-fsynced file ``src`` to ``dest`` (same filesystem)."""
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dest)
+        fsync_dir(dest.parent)
+    except OSError as exc:
+        raise storage_error(exc, f"cannot write {dest}") from exc
+
+
+def fsync_file(f: BinaryIO) -> None:
+    f.flush()
+    os.fsync(f.fileno())

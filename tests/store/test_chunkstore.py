@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from faults import BitFlipBackend, FailingBackend
+
+from tvc.errors import IntegrityError, StorageError
+from tvc.repo import db
+from tvc.store import hashing
+from tvc.store.backends import LocalBackend, MemoryBackend
+from tvc.store.chunkstore import MAX_DELTA_DEPTH, ChunkStore, PutItem
+
+
+@pytest.fixture
+def engine(tmp_path):
+    eng = db.create_engine(f"sqlite:///{tmp_path / 'meta.db'}")
+    db.migrate(eng)
+    yield eng
+    eng.dispose()
+
+
+def make_store(engine, tmp_path, backend=None):
+    return ChunkStore(backend or LocalBackend(tmp_path / "objects"), engine, tmp_path / "tmp")
+
+
+def commit(store, items):
+    s = store.session()
+    results = list(s.put_many(items))
+    with store.engine.begin() as conn:
+        s.index_into(conn)
+    return results
+
+
+def floats(seed, n=4096):
+    return np.random.default_rng(seed).standard_normal(n).astype(np.float32).tobytes()
+
+
+def test_put_read_roundtrip_and_dedup(engine, tmp_path):
+    store = make_store(engine, tmp_path)
+    data = [floats(1), floats(2), b"opaque bytes" * 100]
+    res = commit(store, [PutItem(d, "F32", 4) for d in data[:2]] + [PutItem(data[2])])
+    assert [r.id for r in res] == [hashing.digest(d) for d in data]
+    assert all(r.new for r in res)
+    assert list(store.read_many([r.id for r in res])) == data
+    again = commit(store, [PutItem(d) for d in data])
+    assert not any(r.new for r in again)
+    assert sum(r.stored_len for r in again) == 0
+
+
+def test_duplicates_within_one_session_stored_once(engine, tmp_path):
+    store = make_store(engine, tmp_path)
+    res = commit(store, [PutItem(b"x" * 1000)] * 5)
+    assert sum(r.new for r in res) == 1
+
+
+def test_delta_chain_is_bounded(engine, tmp_path):
+    store = make_store(engine, tmp_path)
+    rng = np.random.default_rng(0)
+    arr = rng.standard_normal(1 << 14).astype(np.float32)
+    prev = None
+    ids = []
+    for _step in range(3 * MAX_DELTA_DEPTH):
+        arr = arr + rng.standard_normal(arr.size).astype(np.float32) * 1e-4
+        (r,) = commit(store, [PutItem(arr.tobytes(), "F32", 4, base=prev)])
+        ids.append((r.id, arr.tobytes()))
+        prev = r.id
+    depths = [store.info(cid).depth for cid, _ in ids]
+    assert max(depths) <= MAX_DELTA_DEPTH
+    assert any(d > 0 for d in depths), "fine-tune steps should delta-encode"
+    for cid, raw in ids:
+        assert store.read(cid) == raw
+
+
+def test_bit_flip_is_caught_on_read(engine, tmp_path):
+    store = make_store(engine, tmp_path)
+    (r,) = commit(store, [PutItem(floats(3), "F32", 4)])
+    flipped = make_store(engine, tmp_path, BitFlipBackend(LocalBackend(tmp_path / "objects"), 7))
+    with pytest.raises(IntegrityError, match=r.id[:16]):
+        flipped.read(r.id)
+
+
+def test_failed_pack_write_leaves_nothing_indexed(engine, tmp_path):
+    inner = MemoryBackend()
+    store = make_store(engine, tmp_path, FailingBackend(inner, put="E"))
+    s = store.session()
+    list(s.put_many([PutItem(b"abc" * 100)]))
+    with pytest.raises(StorageError):
+        s.flush()
+    s.abort()
+    assert list(inner.list()) == []
+    assert not store.has(hashing.digest(b"abc" * 100))
+    assert list((tmp_path / "tmp").glob("*")) == []
+
+
+def test_abort_removes_written_packs(engine, tmp_path):
+    backend = MemoryBackend()
+    store = make_store(engine, tmp_path, backend)
+    s = store.session()
+    list(s.put_many([PutItem(b"abc" * 100)]))
+    s.flush()
+    assert list(backend.list("packs/"))
+    s.abort()
+    assert list(backend.list("packs/")) == []
