@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from faults import BitFlipBackend, FailingBackend
 
 from tvc.errors import IntegrityError, StorageError
 from tvc.repo import db
 from tvc.store import hashing
 from tvc.store.backends import LocalBackend, MemoryBackend
 from tvc.store.chunkstore import MAX_DELTA_DEPTH, ChunkStore, PutItem
+
+from faults import BitFlipBackend, FailingBackend
 
 
 @pytest.fixture
