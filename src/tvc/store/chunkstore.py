@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from tvc.errors import IntegrityError, StorageError
 from tvc.store import codecs, hashing, index
 from tvc.store.backends.base import Backend, NotFound
-from tvc.store.packs import PackEntry, PackWriter, pack_object_name
+from tvc.store.packs import ENTRY, PackEntry, PackWriter, pack_object_name, parse_entry_header
 
 # A delta chunk is decoded from its base, which may itself be a delta: reading any chunk never
 # decodes more than this many bases. Fine-tune chains longer than this restart from a full chunk.
@@ -131,11 +131,17 @@ class ChunkStore:
         if info is None:
             raise IntegrityError(f"chunk {cid} is not in the index")
         try:
-            payload = self.backend.get(info.pack, info.offset, info.stored_len)
+            # The entry header comes along: a flipped bit there is caught too, not only in data.
+            blob = self.backend.get(
+                info.pack, info.offset - ENTRY.size, info.stored_len + ENTRY.size
+            )
         except NotFound as exc:
             raise IntegrityError(f"chunk {cid}: its pack {info.pack} is missing") from exc
         except IntegrityError as exc:
             raise IntegrityError(f"chunk {cid}: {exc}") from exc
+        if parse_entry_header(blob) != (cid, info.base, info.raw_len, info.stored_len, info.codec):
+            raise IntegrityError(f"chunk {cid} in {info.pack}: entry header is damaged")
+        payload = memoryview(blob)[ENTRY.size :]
         base = self.read(info.base) if info.base else None
         try:
             raw = codecs.decode(info.codec, payload, info.raw_len, base=base)

@@ -106,6 +106,18 @@ class PackWriter:
             os.unlink(self.path)
 
 
+def parse_entry_header(blob: bytes | memoryview) -> tuple[str, str | None, int, int, int]:
+    """(id, base, raw_len, stored_len, codec) from the header at the start of ``blob``."""
+    raw_id, raw_base, raw_len, stored_len, codec, _depth = ENTRY.unpack_from(blob, 0)
+    return (
+        raw_id.hex(),
+        None if raw_base == _NO_BASE else raw_base.hex(),
+        raw_len,
+        stored_len,
+        codec,
+    )
+
+
 def iter_entries(blob: bytes, name: str = "pack") -> Iterator[tuple[PackEntry, memoryview]]:
     """Walk a whole pack's entries, validating every header against the pack's size."""
     view = memoryview(blob)

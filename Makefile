@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each creates .venv and installs
+# what it needs; a stamp file re-installs only when pyproject.toml changes.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
+# torch: exactly the CPU build that lies on this machine's disk (anything else pulls GBs of CUDA).
+TORCH  := torch==2.13.0
+
+.PHONY: demo test lint fmt bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.demo-deps: pyproject.toml | $(PY)
+	$(PIP) -e '.[demo]'
+	touch $@
+
+$(VENV)/.test-deps: pyproject.toml | $(PY)
+	$(PIP) $(TORCH)
+	$(PIP) -e '.[test,demo]'
+	touch $@ $(VENV)/.demo-deps
+
+demo: $(VENV)/.demo-deps
+	$(PY) demo/demo.py
+
+lint: $(VENV)/.test-deps
+	$(VENV)/bin/ruff check src tests demo bench
+	$(VENV)/bin/ruff format --check src tests demo bench
+
+test: lint
+	$(PY) -m pytest -n 2 -q -p no:cacheprovider
+
+fmt: $(VENV)/.test-deps
+	$(VENV)/bin/ruff check --fix src tests demo bench
+	$(VENV)/bin/ruff format src tests demo bench
+
+bench: $(VENV)/.test-deps
+	bash bench/setup.sh
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) demo-out bench/.work

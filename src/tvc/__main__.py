@@ -1,0 +1,3 @@
+from tvc.cli.main import run
+
+run()

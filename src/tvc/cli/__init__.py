@@ -1,0 +1,1 @@
+"""The ``tvc`` command line: one module per command group, all thin over :class:`tvc.Registry`."""

@@ -1,0 +1,148 @@
+"""Read-only views of history: log, show, ls."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from tvc.cli import common
+from tvc.cli.common import JsonOpt
+from tvc.repo.version import iso
+
+
+def register(app: typer.Typer) -> None:
+    app.command("log")(log)
+    app.command("show")(show)
+    app.command("ls")(ls)
+
+
+def _decorations(refs: list[tuple[str, str]]) -> str:
+    return ", ".join(n if k == "branch" else f"{k}: {n}" for k, n in refs)
+
+
+def log(
+    ref: str = typer.Argument(..., help="MODEL or MODEL@REF to start from."),
+    n: int = typer.Option(None, "-n", "--max-count", help="Show at most N versions."),
+    json_: bool = JsonOpt,
+) -> None:
+    """History: versions reachable from REF, newest first."""
+    with common.open_registry() as reg:
+        versions = reg.log(ref, n)
+        decorations = {v.id: reg.refs_pointing_at(v) for v in versions}
+    if json_:
+        docs = []
+        for v in versions:
+            d = v.to_json()
+            d.pop("files")
+            d["refs"] = [{"kind": k, "name": nm} for k, nm in decorations[v.id]]
+            docs.append(d)
+        common.emit_json(docs)
+        return
+    for v in versions:
+        deco = _decorations(decorations[v.id])
+        deco = f" ({deco})" if deco else ""
+        common.out.print(f"[bold yellow]{v.ref}[/] {v.short_id}{deco}")
+        common.out.print(f"  {common.when(v.created)}  {v.author}  [{v.state}]", markup=False)
+        extras = []
+        if v.params:
+            extras.append("params " + " ".join(f"{k}={x}" for k, x in v.params.items()))
+        if v.metrics:
+            extras.append("metrics " + " ".join(f"{k}={x}" for k, x in v.metrics.items()))
+        common.out.print(f"  {v.message}", markup=False)
+        for e in extras:
+            common.out.print(f"  {e}", markup=False)
+        common.out.print("")
+
+
+def show(
+    ref: str = typer.Argument(..., help="MODEL@REF"),
+    json_: bool = JsonOpt,
+) -> None:
+    """One version in full: metadata, lineage, files."""
+    with common.open_registry() as reg:
+        v = reg.show(ref)
+        refs = reg.refs_pointing_at(v)
+        parents = [reg.version(p).ref for p in v.parents]
+        base = reg.version(v.base).ref if v.base else None
+        tensors = {f.path: len(reg.manifest(f.manifest_id).tensors) for f in v.files}
+    if json_:
+        doc = v.to_json()
+        doc["refs"] = [{"kind": k, "name": n} for k, n in refs]
+        doc["parent_refs"] = parents
+        doc["base_ref"] = base
+        for f in doc["files"]:
+            f["tensors"] = tensors[f["path"]]
+        common.emit_json(doc)
+        return
+    p = common.out.print
+    p(f"[bold yellow]{v.ref}[/]  {v.id}")
+    if refs:
+        p(f"refs:     {_decorations(refs)}", markup=False)
+    p(f"author:   {v.author}", markup=False)
+    p(f"created:  {iso(v.created)}")
+    p(f"state:    {v.state}")
+    p(f"parents:  {', '.join(parents) or '-'}")
+    if base:
+        p(f"base:     {base}")
+    p(f"size:     {common.human_bytes(v.size)}")
+    p(f"message:  {v.message}", markup=False)
+    for title, d in (("params", v.params), ("metrics", v.metrics)):
+        if d:
+            p(f"{title}:", markup=False)
+            for k, x in d.items():
+                p(f"  {k} = {x}", markup=False)
+    if v.datasets:
+        p("datasets:")
+        for k, d in v.datasets.items():
+            desc = d.get("id") or f"{d.get('path')} blake3:{str(d.get('digest'))[:12]}"
+            p(f"  {k} = {desc}", markup=False)
+    if v.code:
+        dirty = " (dirty)" if v.code.get("dirty") else ""
+        p(f"code:     {v.code.get('commit')}{dirty}", markup=False)
+    table = Table("path", "size", "format", "tensors", box=None, pad_edge=False)
+    for f in v.files:
+        table.add_row(f.path, common.human_bytes(f.size), f.format, str(tensors[f.path] or ""))
+    p(table)
+
+
+def ls(
+    ref: str = typer.Argument(None, help="Nothing for models; MODEL[@REF] for files."),
+    json_: bool = JsonOpt,
+) -> None:
+    """Models in the registry, or the files of one version."""
+    with common.open_registry() as reg:
+        if ref is None:
+            models = reg.models()
+            if json_:
+                for m in models:
+                    m["updated"] = iso(m["updated"]) if m["updated"] else None
+                common.emit_json(models)
+                return
+            table = Table("model", "versions", "latest", "branches", "updated", box=None)
+            for m in models:
+                table.add_row(
+                    m["model"],
+                    str(m["versions"]),
+                    m["latest"] or "-",
+                    ", ".join(m["branches"]),
+                    common.when(m["updated"]) if m["updated"] else "-",
+                )
+            common.out.print(table)
+            return
+        v = reg.resolve(ref)
+        rows = [
+            {**f.to_json(), "tensors": len(reg.manifest(f.manifest_id).tensors)} for f in v.files
+        ]
+    if json_:
+        common.emit_json({"ref": v.ref, "id": v.id, "files": rows})
+        return
+    table = Table("path", "size", "format", "tensors", "blake3", box=None)
+    for r in rows:
+        table.add_row(
+            r["path"],
+            common.human_bytes(r["size"]),
+            r["format"],
+            str(r["tensors"] or ""),
+            r["digest"][:12],
+        )
+    common.out.print(table)

@@ -1,0 +1,71 @@
+"""Entry point: global options, command registration, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from tvc.cli import common, inspect, maintenance, refs, snapshot
+from tvc.errors import TvcError
+
+app = typer.Typer(
+    name="tvc",
+    help="Version control, a model registry and model serving for large AI models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _global(
+    registry: str = typer.Option(
+        None,
+        "--registry",
+        "-R",
+        envvar="TVC_DIR",
+        help="Registry directory (default: the nearest .tvc/ at or above the working directory).",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    common.state.registry_path = registry
+    common.state.quiet = quiet
+
+
+for module in (snapshot, inspect, refs, maintenance):
+    module.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, prog_name="tvc", standalone_mode=False)
+    except TvcError as exc:
+        # Plain write: one line, never wrapped to the terminal width.
+        sys.stderr.write(f"tvc: error: {' '.join(exc.message.split())}\n")
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        sys.stderr.write("tvc: aborted\n")
+        return 130
+    except KeyboardInterrupt:
+        sys.stderr.write("tvc: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+def run() -> None:  # pragma: no cover - console script shim
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

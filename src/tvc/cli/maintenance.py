@@ -1,0 +1,86 @@
+"""Store health: stats, fsck, gc."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from tvc.cli import common
+from tvc.cli.common import JsonOpt, QuietOpt, human_bytes
+
+
+def register(app: typer.Typer) -> None:
+    app.command("stats")(stats)
+    app.command("fsck")(fsck)
+    app.command("gc")(gc)
+
+
+def stats(json_: bool = JsonOpt) -> None:
+    """Logical bytes versus stored bytes, and what saved the difference."""
+    with common.open_registry() as reg:
+        st = reg.stats()
+    if json_:
+        common.emit_json(st)
+        return
+    p = common.out.print
+    table = Table("model", "versions", "logical", box=None)
+    for name, m in st["models"].items():
+        table.add_row(name, str(m["versions"]), human_bytes(m["logical_bytes"]))
+    p(table)
+    logical = st["logical_bytes"] or 1
+    p(f"versions {st['versions']}, files {st['files']}, chunks {st['chunks']}, packs {st['packs']}")
+    p(f"logical  {human_bytes(st['logical_bytes'])}")
+    saved = st["saved"]
+    p(f"unique   {human_bytes(st['unique_bytes'])}  (dedup saved {human_bytes(saved['dedup'])})")
+    p(
+        f"stored   {human_bytes(st['pack_bytes'])}  "
+        f"(compression saved {human_bytes(st['saved']['compression'])}, "
+        f"delta saved {human_bytes(st['saved']['delta'])})"
+    )
+    p(f"ratio    {st['pack_bytes'] / logical:.3f} stored/logical")
+
+
+def fsck(
+    read_data: bool = typer.Option(
+        False, "--read-data", help="Also re-read and re-hash every byte."
+    ),
+    json_: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Verify the registry's invariants; exit 8 if anything is wrong."""
+    with common.open_registry() as reg:
+        res = reg.fsck(read_data=read_data, progress=common.RichProgress(quiet))
+    if json_:
+        common.emit_json(res)
+    else:
+        for w in res["warnings"]:
+            common.err.print(f"warning: {w}", markup=False)
+        for e in res["errors"]:
+            common.err.print(f"error: {e}", markup=False)
+        c = res["checked"]
+        common.out.print(
+            f"checked {c['versions']} versions, {c['manifests']} manifests, {c['chunks']} chunks, "
+            f"{c['packs']} packs" + (f", read {human_bytes(c['bytes_read'])}" if read_data else "")
+        )
+        common.out.print("no errors found" if res["ok"] else f"{len(res['errors'])} error(s)")
+    if not res["ok"]:
+        raise typer.Exit(8)
+
+
+def gc(
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only report what would go."),
+    json_: bool = JsonOpt,
+) -> None:
+    """Remove what no version uses: crash leftovers, unreferenced chunks and manifests."""
+    with common.open_registry() as reg:
+        res = reg.gc(dry_run=dry_run)
+    if json_:
+        common.emit_json(res)
+        return
+    verb = "would free" if dry_run else "freed"
+    common.out.print(
+        f"{verb} {human_bytes(res['bytes_freed'])}: {res['unindexed_packs']} unindexed pack(s), "
+        f"{res['chunks_removed']} chunk(s), {res['packs_removed']} pack(s) removed, "
+        f"{res['packs_rewritten']} rewritten, {res['manifests_removed']} manifest(s), "
+        f"{res['temp_files']} temp file(s)"
+    )

@@ -1,0 +1,132 @@
+"""Commands that write or read whole snapshots: init, commit, checkout, cat."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from tvc.cli import common
+from tvc.cli.common import JsonOpt, QuietOpt
+from tvc.registry import Registry
+from tvc.store import hashing
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.command("commit")(commit)
+    app.command("checkout")(checkout)
+    app.command("cat")(cat)
+
+
+def init(
+    directory: Path = typer.Argument(Path("."), help="Where to create .tvc/ (default: here)."),
+    json_: bool = JsonOpt,
+) -> None:
+    """Create a registry: SQLite metadata + local packs in DIR/.tvc."""
+    reg = Registry.init(directory)
+    if json_:
+        common.emit_json({"registry": str(reg.dir)})
+    else:
+        common.out.print(f"Initialized empty tvc registry in {reg.dir}")
+    reg.close()
+
+
+def _dataset(spec: str) -> tuple[str, dict]:
+    """``NAME=PATH|ID``: a path is recorded by content hash and size, anything else as an id."""
+    if "=" not in spec:
+        raise common.UsageError(f"--dataset {spec!r}: expected NAME=PATH or NAME=ID")
+    name, ref = spec.split("=", 1)
+    p = Path(ref)
+    if p.exists():
+        files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
+        h, size = hashing.hasher(), 0
+        for f in files:
+            h.update(f.relative_to(p).as_posix().encode() if p.is_dir() else b"")
+            with open(f, "rb") as fh:
+                while block := fh.read(1 << 22):
+                    h.update(block)
+                    size += len(block)
+        return name, {"path": str(ref), "digest": h.hexdigest(), "size": size, "files": len(files)}
+    return name, {"id": ref}
+
+
+def commit(
+    model: str = typer.Argument(..., help="Model name, e.g. bert or team/bert."),
+    paths: list[Path] = typer.Argument(..., help="Files and directories to snapshot."),
+    message: str = typer.Option(..., "--message", "-m", help="What changed."),
+    branch: str = typer.Option("main", "--branch", "-b", help="Branch to commit on."),
+    param: list[str] = typer.Option(None, "--param", "-p", help="Training parameter k=v."),
+    metric: list[str] = typer.Option(None, "--metric", help="Evaluation result k=v."),
+    dataset: list[str] = typer.Option(None, "--dataset", help="Data set NAME=PATH|ID."),
+    base: str = typer.Option(None, "--base", help="Base model MODEL@REF this was tuned from."),
+    tag: list[str] = typer.Option(None, "--tag", "-t", help="Tag the new version."),
+    no_parse: bool = typer.Option(False, "--no-parse", help="Store files as opaque bytes."),
+    allow_unsafe_pickle: bool = typer.Option(
+        False, "--allow-unsafe-pickle", help="Accept pickles that import unknown callables."
+    ),
+    json_: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Record files as a new version; prints MODEL@vN, its id, and bytes new vs logical."""
+    datasets = dict(_dataset(d) for d in dataset or [])
+    with common.open_registry() as reg:
+        res = reg.commit(
+            model,
+            list(paths),
+            message,
+            branch=branch,
+            params=common.parse_pairs(param, "--param"),
+            metrics=common.parse_pairs(metric, "--metric"),
+            datasets=datasets,
+            base=base,
+            tags=tag or [],
+            parse=not no_parse,
+            allow_unsafe_pickle=allow_unsafe_pickle,
+            progress=common.RichProgress(quiet),
+        )
+    if json_:
+        common.emit_json(res.to_json())
+        return
+    pct = 100 * res.new_bytes / res.logical_bytes if res.logical_bytes else 0.0
+    common.out.print(f"{res.version.ref} {res.version.id}")
+    common.out.print(
+        f"  {len(res.version.files)} file(s), {common.human_bytes(res.logical_bytes)} logical, "
+        f"{common.human_bytes(res.new_bytes)} new ({pct:.1f}%), "
+        f"{res.new_chunks}/{res.total_chunks} chunks new"
+    )
+
+
+def checkout(
+    ref: str = typer.Argument(..., help="MODEL@REF to materialize."),
+    dest: Path = typer.Argument(None, help="Destination directory (default: ./MODEL)."),
+    path: list[str] = typer.Option(None, "--path", help="Only this file or directory."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite differing files."),
+    json_: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Write a version's files to DEST, every byte hash-verified."""
+    with common.open_registry() as reg:
+        written = reg.checkout(
+            ref, dest, only=path or None, force=force, progress=common.RichProgress(quiet)
+        )
+        version = reg.resolve(ref)
+    if json_:
+        common.emit_json({"ref": version.ref, "id": version.id, "files": [str(p) for p in written]})
+        return
+    where = written[0].parent if len(written) == 1 else (dest or Path(version.model))
+    common.out.print(f"{version.ref}: {len(written)} file(s) in {where}")
+
+
+def cat(
+    ref: str = typer.Argument(..., help="MODEL@REF"),
+    path: str = typer.Argument(..., help="File path inside the version."),
+) -> None:
+    """Write one file of a version to stdout."""
+    with common.open_registry() as reg:
+        version = reg.resolve(ref)
+        stream = sys.stdout.buffer
+        for block in reg.iter_file(version, path):
+            stream.write(block)
+        stream.flush()

@@ -1,0 +1,920 @@
+"""The repository: a registry on disk — config, metadata DB, chunk store, writer lock.
+
+Layout of ``.tvc/``::
+
+    config.toml     settings (store URL, metadata URL, lifecycle, gates)
+    tvc.db          SQLite metadata (WAL): chunk index, models, versions, manifests, refs
+    objects/packs/  pack files, named by their BLAKE3
+    tmp/            staging for packs being written (garbage after a crash; gc removes it)
+    lock            the writer lock: one writer at a time, readers never wait
+
+A commit writes packs (durably), then indexes their chunks and records the version and moves the
+branch in one DB transaction. A crash before that transaction leaves unindexed packs that gc
+removes; a crash after it leaves a complete version. Nothing in between is visible.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import subprocess
+import time
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import filelock
+import sqlalchemy as sa
+import tomli_w
+
+from tvc import formats
+from tvc.errors import (
+    AmbiguousRefError,
+    ExistsError,
+    IntegrityError,
+    LockTimeoutError,
+    NotARegistryError,
+    UnknownRefError,
+    UsageError,
+)
+from tvc.repo import db, names, paths
+from tvc.repo import schema as s
+from tvc.repo.manifest import Manifest, TensorEntry
+from tvc.repo.version import FileEntry, Version, version_id
+from tvc.store import durable, hashing
+from tvc.store.backends import LocalBackend
+from tvc.store.chunkstore import ChunkStore, PutItem
+from tvc.store.index import chunks as chunks_t
+from tvc.store.index import packs as packs_t
+
+REGISTRY_DIR = ".tvc"
+FORMAT_VERSION = 1
+DEFAULT_LOCK_TIMEOUT = 60.0
+
+
+class Progress(Protocol):
+    """What long operations report to; the CLI renders it with Rich, the API ignores it."""
+
+    def start(self, description: str, total: int) -> None: ...
+
+    def advance(self, n: int) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class NoProgress:
+    def start(self, description: str, total: int) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    version: Version
+    logical_bytes: int  # size of the files committed
+    new_bytes: int  # bytes this commit added to the store (after dedup and compression)
+    new_chunks: int
+    total_chunks: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ref": self.version.ref,
+            "id": self.version.id,
+            "logical_bytes": self.logical_bytes,
+            "new_bytes": self.new_bytes,
+            "new_chunks": self.new_chunks,
+            "chunks": self.total_chunks,
+        }
+
+
+@dataclass
+class _Staged:
+    rel: str
+    path: Path
+    layout: formats.Layout
+    stat: os.stat_result
+
+
+def default_author() -> str:
+    env = os.environ.get("TVC_AUTHOR")
+    if env:
+        return env
+    try:
+        out = subprocess.run(
+            ["git", "config", "user.name"], capture_output=True, text=True, timeout=5
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return getpass.getuser()
+
+
+def find_root(start: str | os.PathLike[str] | None = None) -> Path:
+    """The directory holding ``.tvc``: ``start`` itself, or the nearest parent that has one."""
+    env = os.environ.get("TVC_DIR")
+    if start is None and env:
+        start = env
+    here = Path(start or os.getcwd()).absolute()
+    if here.name == REGISTRY_DIR and (here / "config.toml").is_file():
+        return here.parent
+    if start is not None:
+        if (here / REGISTRY_DIR / "config.toml").is_file():
+            return here
+        raise NotARegistryError(f"no tvc registry at {here} (run `tvc init`)")
+    for cand in (here, *here.parents):
+        if (cand / REGISTRY_DIR / "config.toml").is_file():
+            return cand
+    raise NotARegistryError(
+        f"not in a tvc registry: no {REGISTRY_DIR}/ in {here} or its parents (run `tvc init`)"
+    )
+
+
+class Repository:
+    """A registry on the local disk. Thread-safe for readers; writers take the lock."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.root = find_root(path)
+        self.dir = self.root / REGISTRY_DIR
+        self.config = self._read_config()
+        if self.config.get("core", {}).get("format") != FORMAT_VERSION:
+            raise NotARegistryError(f"{self.dir}: unsupported registry format")
+        url = self.config.get("metadata", {}).get("url") or "sqlite:///tvc.db"
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            url = f"sqlite:///{self.dir / url[len('sqlite:///') :]}"
+        self.engine = db.create_engine(url)
+        db.migrate(self.engine)
+        store_url = self.config.get("store", {}).get("url") or "objects"
+        backend = LocalBackend(self.dir / store_url)
+        self.store = ChunkStore(backend, self.engine, self.dir / "tmp")
+        self._manifest_cache: dict[str, Manifest] = {}
+
+    # -- creation --------------------------------------------------------------------------
+    @classmethod
+    def init(cls, path: str | os.PathLike[str] = ".") -> Repository:
+        root = Path(path).absolute()
+        regdir = root / REGISTRY_DIR
+        if (regdir / "config.toml").exists():
+            raise ExistsError(f"a tvc registry already exists at {regdir}")
+        regdir.mkdir(parents=True, exist_ok=True)
+        (regdir / "objects").mkdir(exist_ok=True)
+        (regdir / "tmp").mkdir(exist_ok=True)
+        config = {
+            "core": {"format": FORMAT_VERSION},
+            "metadata": {"url": "sqlite:///tvc.db"},
+            "store": {"url": "objects"},
+        }
+        durable.write_bytes(regdir / "config.toml", tomli_w.dumps(config).encode())
+        return cls(root)
+
+    def _read_config(self) -> dict[str, Any]:
+        try:
+            return tomllib.loads((self.dir / "config.toml").read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise NotARegistryError(f"{self.dir}/config.toml: {exc}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- locking ---------------------------------------------------------------------------
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the writer lock. A second writer waits up to TVC_LOCK_TIMEOUT seconds."""
+        timeout = float(os.environ.get("TVC_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT))
+        lock = filelock.FileLock(str(self.dir / "lock"), timeout=timeout)
+        try:
+            lock.acquire()
+        except filelock.Timeout as exc:
+            raise LockTimeoutError(
+                f"another tvc process is writing to {self.dir} (waited {timeout:g} s for "
+                f"its lock); try again later or set TVC_LOCK_TIMEOUT"
+            ) from exc
+        try:
+            yield
+        finally:
+            lock.release()
+
+    # -- models and refs -------------------------------------------------------------------
+    def _model_id(self, conn: sa.Connection, model: str, *, create: bool = False) -> int:
+        names.check_model_name(model)
+        mid = conn.execute(sa.select(s.models.c.id).where(s.models.c.name == model)).scalar()
+        if mid is None:
+            if not create:
+                known = conn.execute(sa.select(s.models.c.name).order_by(s.models.c.name))
+                listed = ", ".join(r[0] for r in known) or "none yet"
+                raise UnknownRefError(f"unknown model {model!r} (models: {listed})")
+            mid = conn.execute(
+                s.models.insert().values(name=model, created=time.time())
+            ).inserted_primary_key[0]
+        return mid
+
+    def _ref_target(self, conn: sa.Connection, mid: int, kind: str, name: str) -> str | None:
+        r = s.refs.c
+        q = sa.select(r.version_id).where(r.model_id == mid, r.kind == kind, r.name == name)
+        return conn.execute(q).scalar()
+
+    def resolve(self, ref: str | names.Ref, conn: sa.Connection | None = None) -> Version:
+        """The version a reference names. Unknown → UnknownRefError; ambiguous → lists them."""
+        if conn is None:
+            with self.engine.connect() as c:
+                return self.resolve(ref, c)
+        r = names.parse_ref(ref) if isinstance(ref, str) else ref
+        mid = self._model_id(conn, r.model)
+        candidates: dict[str, list[str]] = {}  # version id -> how it matched
+
+        m = names.VERSION_RE.match(r.rev)
+        if m:
+            v = s.versions.c
+            q = sa.select(v.id).where(v.model_id == mid, v.number == int(m.group(1)))
+            vid = conn.execute(q).scalar()
+            if vid is None:
+                raise UnknownRefError(f"{r.model} has no version {r.rev}")
+            candidates[vid] = [r.rev]
+        else:
+            rc = s.refs.c
+            q = sa.select(rc.kind, rc.version_id).where(rc.model_id == mid, rc.name == r.rev)
+            for kind, vid in conn.execute(q):
+                candidates.setdefault(vid, []).append(f"{kind} {r.rev}")
+            if names.ID_PREFIX_RE.match(r.rev):
+                v = s.versions.c
+                q = sa.select(v.id).where(v.model_id == mid, v.id.startswith(r.rev))
+                for (vid,) in conn.execute(q):
+                    candidates.setdefault(vid, []).append(f"id {vid[:12]}")
+        if not candidates:
+            if not r.explicit:
+                raise UnknownRefError(
+                    f"{r.model} has no branch {r.rev!r} (name a version: {r.model}@vN)"
+                )
+            raise UnknownRefError(f"{r.model} has no version, branch, tag, alias or id {r.rev!r}")
+        if len(candidates) > 1:
+            listed = "; ".join(
+                f"{', '.join(how)} → {self._load_version(conn, vid).ref}"
+                for vid, how in candidates.items()
+            )
+            raise AmbiguousRefError(f"{r} is ambiguous: {listed}")
+        vid = next(iter(candidates))
+        for step in range(r.ancestors):
+            parents = self._parents(conn, vid)
+            if not parents:
+                raise UnknownRefError(f"{r}: {r.model}@{r.rev}~{step} has no parent")
+            vid = parents[0]
+        return self._load_version(conn, vid)
+
+    def _parents(self, conn: sa.Connection, vid: str) -> list[str]:
+        p = s.version_parents.c
+        q = sa.select(p.parent_id).where(p.version_id == vid).order_by(p.position)
+        return [row[0] for row in conn.execute(q)]
+
+    def _load_version(self, conn: sa.Connection, vid: str, *, files: bool = True) -> Version:
+        v, mo = s.versions.c, s.models.c
+        row = conn.execute(
+            sa.select(s.versions, mo.name)
+            .join_from(s.versions, s.models, v.model_id == mo.id)
+            .where(v.id == vid)
+        ).first()
+        if row is None:
+            raise UnknownRefError(f"no version {vid}")
+        fs: tuple[FileEntry, ...] = ()
+        if files:
+            f = s.version_files.c
+            q = sa.select(f.path, f.size, f.digest, f.format, f.manifest_id).where(
+                f.version_id == vid
+            )
+            fs = tuple(FileEntry(*r) for r in conn.execute(q.order_by(f.path)))
+        return Version(
+            id=row.id,
+            model=row.name,
+            number=row.number,
+            message=row.message,
+            author=row.author,
+            created=row.created,
+            params=row.params or {},
+            metrics=row.metrics or {},
+            datasets=row.datasets or {},
+            code=row.code,
+            base=row.base,
+            parents=tuple(self._parents(conn, vid)),
+            state=row.state,
+            size=row.size,
+            files=fs,
+        )
+
+    def version(self, vid: str) -> Version:
+        with self.engine.connect() as conn:
+            return self._load_version(conn, vid)
+
+    # -- manifests -------------------------------------------------------------------------
+    def manifest(self, manifest_id: str) -> Manifest:
+        cached = self._manifest_cache.get(manifest_id)
+        if cached is not None:
+            return cached
+        with self.engine.connect() as conn:
+            body = conn.execute(
+                sa.select(s.manifests.c.body).where(s.manifests.c.id == manifest_id)
+            ).scalar()
+        if body is None:
+            raise IntegrityError(f"manifest {manifest_id} is missing")
+        m = Manifest.decode(body, manifest_id)
+        self._manifest_cache[manifest_id] = m
+        return m
+
+    # -- commit ----------------------------------------------------------------------------
+    def commit(
+        self,
+        model: str,
+        paths_: list[str | os.PathLike[str]],
+        message: str = "",
+        *,
+        branch: str = names.DEFAULT_BRANCH,
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+        datasets: dict[str, Any] | None = None,
+        code: dict[str, Any] | None = None,
+        base: str | None = None,
+        tags: list[str] | tuple[str, ...] = (),
+        author: str | None = None,
+        parse: bool = True,
+        allow_unsafe_pickle: bool = False,
+        progress: Progress | None = None,
+    ) -> CommitResult:
+        """Record ``paths_`` as a new version of ``model`` on ``branch``.
+
+        Every file is parsed (headers only) before anything is written, so a malformed file
+        stops the commit with nothing stored. Then chunks are stored, deduplicated against
+        everything already in the registry, and delta-encoded against the same tensor piece of
+        the parent version (or of ``base``) where that is smaller.
+        """
+        names.check_model_name(model)
+        names.check_ref_name(branch, "branch")
+        for t in tags:
+            names.check_ref_name(t, "tag")
+        progress = progress or NoProgress()
+        staged = []
+        for rel, path in paths.collect(list(paths_)):
+            layout = formats.parse_file(path, parse=parse, allow_unsafe_pickle=allow_unsafe_pickle)
+            staged.append(_Staged(rel, path, layout, path.stat()))
+
+        with self.writing():
+            with self.engine.connect() as conn:
+                mid = conn.execute(
+                    sa.select(s.models.c.id).where(s.models.c.name == model)
+                ).scalar()
+                parent = None
+                if mid is not None:
+                    parent = self._ref_target(conn, mid, "branch", branch)
+                    if parent is None:
+                        parent = self._ref_target(conn, mid, "branch", names.DEFAULT_BRANCH)
+                    for t in tags:
+                        if self._ref_target(conn, mid, "tag", t):
+                            raise ExistsError(f"tag {t!r} already exists on {model}")
+                parent_v = self._load_version(conn, parent) if parent else None
+                base_v = self.resolve(base, conn) if base else None
+
+            delta_sources = [v for v in (parent_v, base_v) if v is not None]
+            session = self.store.session()
+            try:
+                entries, new_chunks, total_chunks = self._store_files(
+                    staged, delta_sources, session, progress
+                )
+                return self._record(
+                    model=model,
+                    branch=branch,
+                    parent=parent,
+                    entries=entries,
+                    session=session,
+                    message=message,
+                    params=params or {},
+                    metrics=metrics or {},
+                    datasets=datasets or {},
+                    code=code,
+                    base=base_v.id if base_v else None,
+                    tags=tags,
+                    author=author or default_author(),
+                    new_chunks=new_chunks,
+                    total_chunks=total_chunks,
+                )
+            except BaseException:
+                session.abort()
+                raise
+
+    def _store_files(self, staged, delta_sources, session, progress):
+        pieces: dict[str, dict] = {}
+        for src in delta_sources:
+            for fe in src.files:
+                for key, cid in self.manifest(fe.manifest_id).piece_map().items():
+                    pieces.setdefault(fe.path, {}).setdefault(key, cid)
+                    pieces.setdefault("", {}).setdefault(key, cid)  # any file: renamed files
+
+        total = sum(st.layout.size for st in staged)
+        progress.start("commit", total)
+        entries: list[tuple[FileEntry, Manifest]] = []
+        new_chunks = total_chunks = 0
+        try:
+            for st in staged:
+                manifest, n_new, n_all = self._store_file(st, pieces, session, progress)
+                new_chunks += n_new
+                total_chunks += n_all
+                fe = FileEntry(st.rel, manifest.size, manifest.digest, manifest.format, manifest.id)
+                entries.append((fe, manifest))
+        finally:
+            progress.finish()
+        return entries, new_chunks, total_chunks
+
+    def _store_file(self, st: _Staged, pieces, session, progress) -> tuple[Manifest, int, int]:
+        layout = st.layout
+        own = pieces.get(st.rel, {})
+        anywhere = pieces.get("", {})
+        whole = hashing.hasher()
+        chunk_list: list[tuple[str, int]] = []
+        n_new = 0
+        with open(st.path, "rb") as f:
+            now = os.fstat(f.fileno())
+            if now.st_size != layout.size or now.st_mtime_ns != st.stat.st_mtime_ns:
+                raise UsageError(f"{st.path}: file changed while committing")
+            buf = _map(f, layout.size)
+            try:
+                specs = list(formats.iter_chunks(buf, layout))
+                shapes = {t.name: (t.dtype, tuple(t.shape)) for t in layout.tensors}
+
+                def items() -> Iterator[PutItem]:
+                    for sp in specs:
+                        data = os.pread(f.fileno(), sp.length, sp.offset)
+                        if len(data) != sp.length:
+                            raise UsageError(f"{st.path}: file changed while committing")
+                        whole.update(data)
+                        base = None
+                        if sp.tensor is not None and sp.tensor in shapes:
+                            dtype, shape = shapes[sp.tensor]
+                            key = (sp.tensor, dtype, shape, sp.piece)
+                            base = own.get(key) or anywhere.get(key)
+                        yield PutItem(data, sp.dtype, sp.itemsize, base)
+
+                for res in session.put_many(items()):
+                    chunk_list.append((res.id, res.raw_len))
+                    n_new += res.new
+                    progress.advance(res.raw_len)
+            finally:
+                del buf
+        tensors = [
+            TensorEntry(t.name, t.dtype, tuple(t.shape), t.offset, t.length) for t in layout.tensors
+        ]
+        manifest = Manifest(
+            size=layout.size,
+            digest=whole.hexdigest(),
+            format=layout.format,
+            chunks=chunk_list,
+            tensors=tensors,
+            metadata=layout.metadata,
+        )
+        return manifest, n_new, len(chunk_list)
+
+    def _record(
+        self,
+        *,
+        model,
+        branch,
+        parent,
+        entries,
+        session,
+        message,
+        params,
+        metrics,
+        datasets,
+        code,
+        base,
+        tags,
+        author,
+        new_chunks,
+        total_chunks,
+    ) -> CommitResult:
+        created = time.time()
+        files = [fe for fe, _m in entries]
+        parents = [parent] if parent else []
+        vid = version_id(
+            model=model,
+            parents=parents,
+            files=files,
+            message=message,
+            author=author,
+            created=created,
+            params=params,
+            metrics=metrics,
+            datasets=datasets,
+            code=code,
+            base=base,
+        )
+        size = sum(fe.size for fe in files)
+        session.flush()
+        new_bytes = session.stored_bytes
+        with self.engine.begin() as conn:
+            session.index_into(conn)
+            mid = self._model_id(conn, model, create=True)
+            # Compare-and-swap: the branch must still point where it did when we started.
+            if self._ref_target(conn, mid, "branch", branch) not in (parent, None):
+                raise UsageError(f"branch {branch} moved during the commit; commit again")
+            number = (
+                conn.execute(
+                    sa.select(sa.func.max(s.versions.c.number)).where(s.versions.c.model_id == mid)
+                ).scalar()
+                or 0
+            ) + 1
+            known = {
+                r[0]
+                for r in conn.execute(
+                    sa.select(s.manifests.c.id).where(
+                        s.manifests.c.id.in_([m.id for _fe, m in entries])
+                    )
+                )
+            }
+            for _fe, m in entries:
+                if m.id not in known:
+                    conn.execute(s.manifests.insert().values(id=m.id, body=m.encode()))
+                    known.add(m.id)
+            conn.execute(
+                s.versions.insert().values(
+                    id=vid,
+                    model_id=mid,
+                    number=number,
+                    message=message,
+                    author=author,
+                    created=created,
+                    params=params,
+                    metrics=metrics,
+                    datasets=datasets,
+                    code=code,
+                    base=base,
+                    state="created",
+                    size=size,
+                )
+            )
+            for i, p in enumerate(parents):
+                conn.execute(
+                    s.version_parents.insert().values(version_id=vid, position=i, parent_id=p)
+                )
+            if files:
+                conn.execute(
+                    s.version_files.insert(),
+                    [
+                        {
+                            "version_id": vid,
+                            "path": fe.path,
+                            "manifest_id": fe.manifest_id,
+                            "size": fe.size,
+                            "digest": fe.digest,
+                            "format": fe.format,
+                        }
+                        for fe in files
+                    ],
+                )
+            self._set_ref(conn, mid, "branch", branch, vid)
+            for t in tags:
+                self._set_ref(conn, mid, "tag", t, vid, actor=author, reason="commit --tag")
+            version = self._load_version(conn, vid)
+        return CommitResult(version, size, new_bytes, new_chunks, total_chunks)
+
+    def _set_ref(
+        self,
+        conn: sa.Connection,
+        mid: int,
+        kind: str,
+        name: str,
+        vid: str | None,
+        *,
+        actor: str | None = None,
+        reason: str = "",
+        forced: bool = False,
+        record: bool | None = None,
+    ) -> str | None:
+        """Point (or, with ``vid`` None, delete) a ref; returns the old target.
+
+        Moves of tags and aliases, and creation/deletion of branches, go to ``ref_events``;
+        a branch advancing on commit does not (the version history already says it).
+        """
+        old = self._ref_target(conn, mid, kind, name)
+        r = s.refs.c
+        if old is not None:
+            conn.execute(s.refs.delete().where(r.model_id == mid, r.kind == kind, r.name == name))
+        if vid is not None:
+            conn.execute(s.refs.insert().values(model_id=mid, kind=kind, name=name, version_id=vid))
+        if record is None:
+            record = kind != "branch" or old is None or vid is None
+        if record:
+            conn.execute(
+                s.ref_events.insert().values(
+                    model_id=mid,
+                    kind=kind,
+                    name=name,
+                    old_version=old,
+                    new_version=vid,
+                    actor=actor or default_author(),
+                    at=time.time(),
+                    reason=reason,
+                    forced=forced,
+                )
+            )
+        return old
+
+    # -- reading ---------------------------------------------------------------------------
+    def models(self) -> list[dict[str, Any]]:
+        mo, v = s.models.c, s.versions.c
+        q = (
+            sa.select(mo.name, sa.func.count(v.id), sa.func.max(v.number), sa.func.max(v.created))
+            .join_from(s.models, s.versions, v.model_id == mo.id, isouter=True)
+            .group_by(mo.id)
+            .order_by(mo.name)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+            out = []
+            for name, count, latest, updated in rows:
+                mid = self._model_id(conn, name)
+                branches = sorted(
+                    r[0]
+                    for r in conn.execute(
+                        sa.select(s.refs.c.name).where(
+                            s.refs.c.model_id == mid, s.refs.c.kind == "branch"
+                        )
+                    )
+                )
+                out.append(
+                    {
+                        "model": name,
+                        "versions": count,
+                        "latest": f"v{latest}" if latest else None,
+                        "updated": updated,
+                        "branches": branches,
+                    }
+                )
+        return out
+
+    def log(self, ref: str, n: int | None = None) -> list[Version]:
+        """Versions reachable from ``ref`` through parents, newest first (like ``git log``)."""
+        with self.engine.connect() as conn:
+            start = self.resolve(ref, conn)
+            seen = {start.id}
+            frontier = [start]
+            out: list[Version] = []
+            while frontier and (n is None or len(out) < n):
+                frontier.sort(key=lambda v: (v.created, v.number))
+                v = frontier.pop()
+                out.append(v)
+                for p in v.parents:
+                    if p not in seen:
+                        seen.add(p)
+                        frontier.append(self._load_version(conn, p, files=False))
+            return out
+
+    def show(self, ref: str) -> Version:
+        return self.resolve(ref)
+
+    def refs_of(self, model: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            mid = self._model_id(conn, model)
+            r, v = s.refs.c, s.versions.c
+            q = (
+                sa.select(r.kind, r.name, r.version_id, v.number)
+                .join_from(s.refs, s.versions, r.version_id == v.id)
+                .where(r.model_id == mid)
+                .order_by(r.kind, r.name)
+            )
+            return [
+                {"kind": k, "name": n, "version": f"v{num}", "id": vid}
+                for k, n, vid, num in conn.execute(q)
+            ]
+
+    def refs_pointing_at(self, version: Version) -> list[tuple[str, str]]:
+        with self.engine.connect() as conn:
+            r = s.refs.c
+            q = sa.select(r.kind, r.name).where(r.version_id == version.id).order_by(r.kind)
+            return [(k, n) for k, n in conn.execute(q)]
+
+    def _file(self, version: Version, path: str) -> FileEntry:
+        for fe in version.files:
+            if fe.path == path:
+                return fe
+        listed = ", ".join(f.path for f in version.files[:10])
+        raise UnknownRefError(f"{version.ref} has no file {path!r} (files: {listed})")
+
+    def iter_file(self, version: Version, path: str) -> Iterator[bytes]:
+        """The verified bytes of one file, chunk by chunk."""
+        fe = self._file(version, path)
+        manifest = self.manifest(fe.manifest_id)
+        try:
+            yield from self.store.read_many([cid for cid, _n in manifest.chunks])
+        except IntegrityError as exc:
+            raise IntegrityError(f"{exc} (in {version.ref}:{path})") from exc
+
+    def checkout(
+        self,
+        ref: str,
+        dest: str | os.PathLike[str] | None = None,
+        *,
+        only: list[str] | None = None,
+        force: bool = False,
+        progress: Progress | None = None,
+    ) -> list[Path]:
+        """Materialize a version's files under ``dest``, every byte verified.
+
+        A file that already exists with other content is an error unless ``force``; one with
+        the same content is left as it is.
+        """
+        version = self.resolve(ref)
+        dest_dir = Path(dest) if dest is not None else Path(version.model.split("/")[-1])
+        selected = list(version.files)
+        if only:
+            wanted = set(only)
+            selected = [
+                f
+                for f in selected
+                if f.path in wanted or any(f.path.startswith(w.rstrip("/") + "/") for w in wanted)
+            ]
+            missing = [
+                w
+                for w in wanted
+                if not any(f.path == w or f.path.startswith(w.rstrip("/") + "/") for f in selected)
+            ]
+            if missing:
+                raise UnknownRefError(f"{version.ref} has no file {missing[0]!r}")
+        targets = [(fe, paths.destination(dest_dir, fe.path)) for fe in selected]
+        todo = []
+        for fe, target in targets:
+            if target.exists() or target.is_symlink():
+                if not target.is_file() or target.is_symlink():
+                    raise ExistsError(f"{target} exists and is not a regular file")
+                if _same_file(target, fe):
+                    continue
+                if not force:
+                    raise ExistsError(f"{target} exists with other content (use --force)")
+            todo.append((fe, target))
+        progress = progress or NoProgress()
+        progress.start("checkout", sum(fe.size for fe, _t in todo))
+        written = []
+        try:
+            for fe, target in todo:
+                self._write_file(version, fe, target, progress)
+                written.append(target)
+        finally:
+            progress.finish()
+        return [t for _fe, t in targets]
+
+    def _write_file(self, version: Version, fe: FileEntry, target: Path, progress) -> None:
+        whole = hashing.hasher()
+        with durable.atomic_file(target) as out:
+            for data in self.iter_file(version, fe.path):
+                whole.update(data)
+                out.write(data)
+                progress.advance(len(data))
+            if whole.hexdigest() != fe.digest:
+                raise IntegrityError(f"{version.ref}:{fe.path}: file hash mismatch")
+
+    def read(self, ref: str | Version, path: str) -> bytes:
+        version = ref if isinstance(ref, Version) else self.resolve(ref)
+        return b"".join(self.iter_file(version, path))
+
+    # -- branches and tags -----------------------------------------------------------------
+    def branch(self, model: str, name: str, start: str | None = None) -> Version:
+        names.check_ref_name(name, "branch")
+        with self.writing(), self.engine.begin() as conn:
+            mid = self._model_id(conn, model)
+            if self._ref_target(conn, mid, "branch", name):
+                raise ExistsError(f"branch {name!r} already exists on {model}")
+            v = self.resolve(f"{model}@{start}" if start else model, conn)
+            self._set_ref(conn, mid, "branch", name, v.id, reason="branch")
+            return v
+
+    def delete_branch(self, model: str, name: str) -> None:
+        with self.writing(), self.engine.begin() as conn:
+            mid = self._model_id(conn, model)
+            if not self._ref_target(conn, mid, "branch", name):
+                raise UnknownRefError(f"{model} has no branch {name!r}")
+            self._set_ref(conn, mid, "branch", name, None, reason="branch -d")
+
+    def tag(self, model: str, name: str, ref: str | None = None) -> Version:
+        names.check_ref_name(name, "tag")
+        with self.writing(), self.engine.begin() as conn:
+            mid = self._model_id(conn, model)
+            if self._ref_target(conn, mid, "tag", name):
+                raise ExistsError(f"tag {name!r} already exists on {model} (tags never move)")
+            v = self.resolve(f"{model}@{ref}" if ref else model, conn)
+            self._set_ref(conn, mid, "tag", name, v.id, reason="tag")
+            return v
+
+    def delete_tag(self, model: str, name: str) -> None:
+        with self.writing(), self.engine.begin() as conn:
+            mid = self._model_id(conn, model)
+            if not self._ref_target(conn, mid, "tag", name):
+                raise UnknownRefError(f"{model} has no tag {name!r}")
+            self._set_ref(conn, mid, "tag", name, None, reason="tag -d")
+
+    # -- maintenance -----------------------------------------------------------------------
+    def _reachable(self, conn: sa.Connection) -> tuple[set[str], set[str]]:
+        """(manifest ids, chunk ids incl. delta bases) that some version uses.
+
+        Every version is a root: versions are immutable records addressable as MODEL@vN, so
+        deleting a branch never makes one unreachable.
+        """
+        mids = {r[0] for r in conn.execute(sa.select(s.version_files.c.manifest_id).distinct())}
+        chunk_ids: set[str] = set()
+        for mid in mids:
+            chunk_ids.update(cid for cid, _n in self.manifest(mid).chunks)
+        bases = dict(conn.execute(sa.select(chunks_t.c.id, chunks_t.c.base)).all())
+        frontier = list(chunk_ids)
+        while frontier:
+            b = bases.get(frontier.pop())
+            if b and b not in chunk_ids:
+                chunk_ids.add(b)
+                frontier.append(b)
+        return mids, chunk_ids
+
+    def stats(self) -> dict[str, Any]:
+        """Logical bytes (what versions contain) against what the store holds, and why."""
+        with self.engine.connect() as conn:
+            f, v, mo = s.version_files.c, s.versions.c, s.models.c
+            per_model = {}
+            for name, logical, nver in conn.execute(
+                sa.select(mo.name, sa.func.coalesce(sa.func.sum(v.size), 0), sa.func.count(v.id))
+                .join_from(s.models, s.versions, v.model_id == mo.id, isouter=True)
+                .group_by(mo.id)
+                .order_by(mo.name)
+            ):
+                per_model[name] = {"versions": nver, "logical_bytes": int(logical)}
+            logical = sum(m["logical_bytes"] for m in per_model.values())
+            files = conn.execute(sa.select(sa.func.count()).select_from(s.version_files)).scalar()
+            c = chunks_t.c
+            n_chunks, unique_raw, stored, plain = conn.execute(
+                sa.select(
+                    sa.func.count(c.id),
+                    sa.func.coalesce(sa.func.sum(c.raw_len), 0),
+                    sa.func.coalesce(sa.func.sum(c.stored_len), 0),
+                    sa.func.coalesce(sa.func.sum(c.plain_len), 0),
+                )
+            ).one()
+            pack_count, pack_bytes = conn.execute(
+                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(packs_t.c.size), 0))
+            ).one()
+            _ = f
+        return {
+            "models": per_model,
+            "versions": sum(m["versions"] for m in per_model.values()),
+            "files": files,
+            "logical_bytes": logical,
+            "unique_bytes": int(unique_raw),
+            "stored_bytes": int(stored),
+            "pack_bytes": int(pack_bytes),
+            "packs": pack_count,
+            "chunks": n_chunks,
+            "saved": {
+                "dedup": logical - int(unique_raw),
+                "compression": int(unique_raw) - int(plain),
+                "delta": int(plain) - int(stored),
+            },
+            "ratio": (int(pack_bytes) / logical) if logical else None,
+        }
+
+    def fsck(self, *, read_data: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+        """Check the invariants of the store and the repo; ``read_data`` re-hashes every byte."""
+        from tvc.repo.check import check
+
+        return check(self, read_data=read_data, progress=progress or NoProgress())
+
+    def gc(self, *, dry_run: bool = False) -> dict[str, Any]:
+        from tvc.repo.check import collect_garbage
+
+        with self.writing():
+            return collect_garbage(self, dry_run=dry_run)
+
+
+def _map(f, size: int):
+    """A read-only map of the file for the chunker (CDC needs the bytes; tensors only offsets)."""
+    import mmap
+
+    if size == 0:
+        return b""
+    return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def _same_file(target: Path, fe: FileEntry) -> bool:
+    try:
+        if target.stat().st_size != fe.size:
+            return False
+    except OSError:
+        return False
+    h = hashing.hasher()
+    with open(target, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest() == fe.digest

@@ -1,0 +1,134 @@
+"""The CLI as a user meets it: exit codes, one-line errors, --json with stable keys."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tvc.cli.main import main
+
+from repo_helpers import make_model_dir
+
+
+@pytest.fixture
+def reg(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["init"]) == 0
+    return tmp_path
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_story(reg, capsys):
+    make_model_dir(reg / "out", seed=1)
+    code, out, _ = run(
+        capsys,
+        "commit",
+        "bert",
+        "out",
+        "-m",
+        "baseline",
+        "--param",
+        "lr=3e-5",
+        "--metric",
+        "acc=0.91",
+        "-q",
+    )
+    assert code == 0 and out.startswith("bert@v1 ")
+    make_model_dir(reg / "out", seed=1, changed=(2,))
+    code, out, _ = run(
+        capsys, "commit", "bert", "out", "-m", "2 more epochs", "--metric", "acc=0.93", "--json"
+    )
+    doc = json.loads(out)
+    assert code == 0 and doc["ref"] == "bert@v2"
+    assert set(doc) == {"ref", "id", "logical_bytes", "new_bytes", "new_chunks", "chunks"}
+    assert doc["new_bytes"] < doc["logical_bytes"] / 3
+
+    code, out, _ = run(capsys, "log", "bert", "--json")
+    log = json.loads(out)
+    assert [v["version"] for v in log] == [2, 1]
+    assert log[1]["params"] == {"lr": 3e-5} and log[1]["metrics"] == {"acc": 0.91}
+
+    code, out, _ = run(capsys, "show", "bert@v2", "--json")
+    show = json.loads(out)
+    for key in (
+        "id",
+        "model",
+        "version",
+        "ref",
+        "message",
+        "author",
+        "created",
+        "parents",
+        "params",
+        "metrics",
+        "datasets",
+        "state",
+        "size",
+        "files",
+        "refs",
+    ):
+        assert key in show
+    assert {"kind": "branch", "name": "main"} in show["refs"]
+
+    code, out, _ = run(capsys, "ls", "bert@v1", "--json")
+    assert [f["path"] for f in json.loads(out)["files"]] == ["config.json", "model.safetensors"]
+    code, out, _ = run(capsys, "ls", "--json")
+    assert json.loads(out)[0]["model"] == "bert"
+
+    assert run(capsys, "checkout", "bert@v1", "restore", "-q")[0] == 0
+    assert (reg / "restore" / "model.safetensors").exists()
+    code, out, _ = run(capsys, "cat", "bert@main", "config.json")
+    assert json.loads(out)["layers"] == 6
+
+    assert run(capsys, "branch", "bert", "exp-lr", "--from", "v1")[0] == 0
+    assert run(capsys, "tag", "bert", "release-1", "v2")[0] == 0
+    code, out, _ = run(capsys, "tag", "bert", "--json")
+    assert json.loads(out) == [{"name": "release-1", "version": "v2", "id": show["id"]}]
+
+    code, out, _ = run(capsys, "stats", "--json")
+    st = json.loads(out)
+    assert st["versions"] == 2 and st["saved"]["dedup"] > 0
+    code, out, _ = run(capsys, "fsck", "--read-data", "--json")
+    assert code == 0 and json.loads(out)["ok"]
+    code, out, _ = run(capsys, "gc", "--dry-run", "--json")
+    assert code == 0 and json.loads(out)["dry_run"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "needle"),
+    [
+        (["show", "nope@v1"], 4, "unknown model"),
+        (["checkout", "bert@v7"], 4, "no version v7"),
+        (["show", "Bad Name"], 2, "invalid"),
+        (["commit", "bert", "missing-dir", "-m", "x"], 7, "no such file"),
+    ],
+)
+def test_errors_are_one_line_with_distinct_codes(reg, capsys, argv, code, needle):
+    make_model_dir(reg / "out")
+    main(["commit", "bert", "out", "-m", "x", "-q"])
+    capsys.readouterr()
+    got, _out, err = run(capsys, *argv)
+    assert got == code
+    assert needle in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_not_a_registry(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "log", "bert")
+    assert code == 3 and "tvc init" in err
+
+
+def test_console_script_runs(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "tvc", "--help"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert out.returncode == 0 and "commit" in out.stdout
