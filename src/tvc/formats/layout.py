@@ -10,6 +10,7 @@ from the file against the file's real size before it returns, so a hostile heade
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ class TensorInfo:
     """One tensor of a parsed file: where its bytes are and how to read them back."""
 
     name: str
-    dtype: str  # canonical name: F64 F32 F16 BF16 F8_E4M3 F8_E5M2 I64 I32 I16 I8 U8 BOOL, or a GGUF type
+    dtype: str  # canonical name (see tvc.formats.dtypes): F32 BF16 F8_E4M3 I64 …, or a GGUF type
     shape: tuple[int, ...]
     offset: int  # absolute byte offset in the file
     length: int
@@ -55,3 +56,36 @@ class Layout:
             pos += seg.length
         if pos != self.size:
             raise FormatError(f"{self.format}: layout covers {pos} of {self.size} bytes")
+
+
+def tile(size: int, parts: list[Segment], fail: Callable[[str], Exception]) -> list[Segment]:
+    """Segments covering ``size`` bytes: the given tensor parts, with opaque segments between.
+
+    ``parts`` may come in any order; empty parts are dropped (they hold no bytes) and a part
+    that overlaps another or ends past ``size`` raises ``fail(problem)``. Parsers share this so
+    every format tiles files the same way.
+    """
+    out: list[Segment] = []
+    pos = 0
+    prev: Segment | None = None
+    for p in sorted((p for p in parts if p.length), key=lambda p: p.offset):
+        if p.offset < pos:
+            assert prev is not None
+            raise fail(f"{brief(prev.tensor)} and {brief(p.tensor)} overlap")
+        if p.offset + p.length > size:
+            end = p.offset + p.length
+            raise fail(f"{brief(p.tensor)} ends at byte {end}, past the end of the file ({size})")
+        if p.offset > pos:
+            out.append(Segment(pos, p.offset - pos))
+        out.append(p)
+        pos = p.offset + p.length
+        prev = p
+    if pos < size:
+        out.append(Segment(pos, size - pos))
+    return out
+
+
+def brief(x: object) -> str:
+    """A value for an error message: one line, never megabytes."""
+    r = repr(x)
+    return r if len(r) <= 80 else r[:77] + "..."

@@ -1,0 +1,241 @@
+"""The pickle scanner: what it lets through, what it reports, and malformed input."""
+
+from __future__ import annotations
+
+import builtins
+import collections
+import io
+import os
+import pickle
+import subprocess
+
+import hypothesis.strategies as st
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+from tvc.errors import FormatError
+from tvc.formats.pickle_scan import ALLOWED_GLOBALS, scan_pickle, scan_pickle_file
+
+
+class _Calls:
+    """Pickles as a call of ``func(*args)``, like a hostile payload would."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+PROTOCOLS = range(pickle.HIGHEST_PROTOCOL + 1)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_plain_data_and_numpy_are_allowed(protocol):
+    obj = {
+        "ints": [1, 2**70, -3],
+        "text": "héllo",
+        "bytes": b"\x00\xff",
+        "tuple": (1.5, None, True),
+        "set": {1, 2},
+        "frozen": frozenset([3]),
+        "od": collections.OrderedDict(a=1),
+        "array": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "scalar": np.float64(2.5),
+        "dtype": np.dtype("i2"),
+        "complex": 1 + 2j,
+        "bytearray": bytearray(b"ab"),
+        "slice": slice(1, 2),
+    }
+
+    assert scan_pickle(pickle.dumps(obj, protocol=protocol)) == []
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize(
+    ("func", "args", "name"),
+    [
+        (os.system, ("true",), f"{os.system.__module__}.system"),
+        (builtins.eval, ("1",), "builtins.eval"),
+        (builtins.exec, ("pass",), "builtins.exec"),
+        (builtins.getattr, ("x", "upper"), "builtins.getattr"),
+        (subprocess.Popen, (["true"],), "subprocess.Popen"),
+        (collections.Counter, ("ab",), "collections.Counter"),
+    ],
+)
+def test_dangerous_imports_are_reported(protocol, func, args, name):
+    data = pickle.dumps({"weights": [1, 2], "x": _Calls(func, *args)}, protocol=protocol)
+
+    found = scan_pickle(data)
+
+    assert name in found
+    assert all(g not in ALLOWED_GLOBALS for g in found)
+
+
+def test_each_name_reported_once_in_order():
+    data = pickle.dumps([_Calls(eval, "1"), _Calls(os.system, "x"), _Calls(eval, "2")], protocol=2)
+
+    assert scan_pickle(data) == ["builtins.eval", f"{os.system.__module__}.system"]
+
+
+def test_python2_names_are_mapped_under_protocol_2():
+    allowed = b"\x80\x02c__builtin__\nset\n)R."
+    evil = b"\x80\x02c__builtin__\neval\nX\x01\x00\x00\x001\x85R."
+
+    assert scan_pickle(allowed) == []
+    assert scan_pickle(evil) == ["builtins.eval"]
+
+
+def test_protocol_0_global_and_inst():
+    assert scan_pickle(b"cos\nsystem\n(S'ls'\ntR.") == ["os.system"]
+    assert scan_pickle(b"(S'ls'\nios\nsystem\n.") == ["os.system"]
+
+
+def test_stack_global_strings_from_the_memo():
+    # 'os' and 'system' are memoized and dropped, then fetched back for STACK_GLOBAL:
+    # a scanner that only looks at the two preceding string opcodes misses this.
+    data = (
+        b"\x80\x04"
+        b"\x8c\x02os\x94"  # SHORT_BINUNICODE 'os', MEMOIZE -> 0
+        b"0"  # POP
+        b"\x8c\x06system\x94"  # SHORT_BINUNICODE 'system', MEMOIZE -> 1
+        b"0"
+        b"\x8c\x04junk"  # a decoy string right before
+        b"0"
+        b"h\x00h\x01"  # BINGET 0, BINGET 1
+        b"\x93"  # STACK_GLOBAL
+        b"\x8c\x02ls\x85R."  # ('ls',) REDUCE STOP
+    )
+
+    assert scan_pickle(data) == ["os.system"]
+
+
+def test_stack_global_via_binput_and_long_binget():
+    data = (
+        b"\x80\x04"
+        b"\x8c\x08builtins" + b"q\x05"  # BINPUT 5
+        b"0"
+        b"\x8c\x04eval" + b"r\x09\x00\x00\x00"  # LONG_BINPUT 9
+        b"0"
+        b"j\x05\x00\x00\x00" + b"h\x09"  # LONG_BINGET 5, BINGET 9
+        b"\x93\x8c\x011\x85R."
+    )
+
+    assert scan_pickle(data) == ["builtins.eval"]
+
+
+def test_unresolvable_stack_global_is_reported():
+    # The module "name" is a list, not a string: nothing can vouch for this import.
+    data = b"\x80\x04]\x8c\x06system\x93)R."
+
+    (found,) = scan_pickle(data)
+
+    assert found.startswith("<unresolved STACK_GLOBAL")
+
+
+def test_extension_codes_are_reported():
+    assert scan_pickle(b"\x80\x02\x82\x01)R.") == ["<extension code 1>"]
+
+
+def test_torch_state_dict_pickle_is_allowed():
+    torch = pytest.importorskip("torch")
+    import zipfile
+
+    sd = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2)).state_dict()
+    extra = {
+        "bf16": torch.ones(2, dtype=torch.bfloat16),
+        "f8": torch.zeros(2, dtype=torch.float8_e4m3fn),
+        "u16": torch.zeros(2, dtype=torch.uint16),
+        "param": torch.nn.Parameter(torch.ones(2)),
+        "device": torch.device("cpu"),
+        "dtype": torch.float16,
+        "size": torch.Size([2, 3]),
+    }
+    buf = io.BytesIO()
+    torch.save({"model": sd, "extra": extra, "epoch": 3}, buf)
+    with zipfile.ZipFile(buf) as zf:
+        (name,) = [n for n in zf.namelist() if n.endswith("/data.pkl")]
+        data = zf.read(name)
+
+    assert scan_pickle(data) == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x80",
+        b"\x80\x04\x95",  # FRAME without its length
+        b"\x80\x02]q\x01",  # no STOP
+        b"\x80\x02h\x07.",  # BINGET of an index never stored
+        b"\x80\x02t.",  # TUPLE without MARK
+        b"\x80\x02R.",  # REDUCE on an empty stack
+        b"\x80\x02]r\xff\xff\xff\x7f.",  # LONG_BINPUT far beyond any real memo
+        b"\x80\x02\xff.",  # unknown opcode
+        b"\x80\x05\x8e\xff\xff\xff\xff\xff\xff\xff\x7f.",  # BINBYTES8 longer than the data
+    ],
+)
+def test_malformed_pickles_are_format_errors(data):
+    with pytest.raises(FormatError, match="malformed pickle") as info:
+        scan_pickle(data)
+    assert "\n" not in str(info.value)
+
+
+def test_scan_file_follows_consecutive_pickles():
+    # Legacy torch files are several pickles back to back, then raw storage bytes.
+    first = pickle.dumps(119547037146038801333356, protocol=2)
+    second = pickle.dumps({"a": 1}, protocol=2)
+    third = pickle.dumps(_Calls(eval, "1"), protocol=2)
+    f = io.BytesIO(first + second + third + b"\x10\x00raw storage bytes")
+
+    assert scan_pickle_file(f) == (["builtins.eval"], None)
+
+
+def test_scan_file_reports_malformation():
+    f = io.BytesIO(pickle.dumps(_Calls(eval, "1"), protocol=2)[:-5])
+
+    found, malformed = scan_pickle_file(f)
+
+    assert found == ["builtins.eval"]
+    assert malformed is not None and "malformed pickle" in malformed
+
+
+def test_scan_file_protocol_0_only_when_asked():
+    data = b"cos\nsystem\n(S'ls'\ntR."
+
+    assert scan_pickle_file(io.BytesIO(data)) == ([], None)
+    assert scan_pickle_file(io.BytesIO(data), always=True) == (["os.system"], None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64))
+def test_fuzz_random_bytes(data):
+    try:
+        found = scan_pickle(b"\x80\x04" + data)
+    except FormatError:
+        return
+    assert isinstance(found, list)
+
+
+_objects = st.recursive(
+    st.none() | st.integers() | st.text(max_size=5) | st.binary(max_size=5) | st.floats(),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(obj=_objects, protocol=st.sampled_from(list(PROTOCOLS)), cut=st.integers(0, 200))
+def test_fuzz_real_pickles_and_their_prefixes(obj, protocol, cut):
+    data = pickle.dumps(obj, protocol=protocol)
+
+    assert scan_pickle(data) == []
+    try:
+        scan_pickle(data[:cut])
+    except FormatError:
+        pass
