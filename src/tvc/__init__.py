@@ -7,7 +7,8 @@
 """
 
 from tvc import errors
-from tvc.registry import CommitResult, Registry, Version, VersionReader
+from tvc.api import Registry
+from tvc.registry import CommitResult, Version, VersionReader
 
 __version__ = "0.1.0"
 __all__ = ["CommitResult", "Registry", "Version", "VersionReader", "__version__", "errors"]

@@ -19,8 +19,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from tvc.api import Registry
 from tvc.errors import UsageError
-from tvc.registry import Registry
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
+from tvc.api import Registry
 from tvc.cli import common
 from tvc.cli.common import JsonOpt, QuietOpt
-from tvc.registry import Registry
 from tvc.store import hashing
 
 

@@ -1,7 +1,8 @@
 """The registry layer: what a model registry adds to versions — lifecycle states with an audit
 trail and gates, aliases with history and rollback, lineage, search.
 
-:class:`Registry` is the Python API users hold; it reads like the CLI.
+:class:`ModelRegistry` is this layer's API; the public facade ``tvc.Registry`` (in
+:mod:`tvc.api`) extends it with the layers above (analysis, remote).
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from tvc.repo.repository import CommitResult, Repository
 from tvc.repo.version import Version
 
 
-class Registry(Repository):
-    """A model registry: ``Registry.init(path)``, ``Registry(path)``, then commit/log/show/…"""
+class ModelRegistry(Repository):
+    """Versions plus lifecycle, aliases, lineage and search."""
 
     @classmethod
-    def init(cls, path: str | os.PathLike[str] = ".") -> Registry:
-        super().init(path).close()
+    def init(cls, path: str | os.PathLike[str] = ".") -> ModelRegistry:
+        Repository.init(path).close()
         return cls(path)
 
     def open(self, ref: str) -> VersionReader:
@@ -26,4 +27,4 @@ class Registry(Repository):
         return VersionReader(self, self.resolve(ref))
 
 
-__all__ = ["CommitResult", "Registry", "Version", "VersionReader"]
+__all__ = ["CommitResult", "ModelRegistry", "Version", "VersionReader"]

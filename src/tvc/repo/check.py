@@ -150,9 +150,10 @@ def check(repo: Repository, *, read_data: bool, progress: Progress) -> dict[str,
 
 
 def _committed_metrics(conn: sa.Connection, v) -> dict:
-    """The metrics as committed (later additions, if a registry records them, are excluded)."""
-    hook = getattr(s, "committed_metrics", None)
-    return hook(conn, v) if hook else v.metrics
+    """The metrics as committed: the ``versions.metrics`` column, which never changes (metrics
+    added after the commit live elsewhere and are not part of the id)."""
+    q = sa.select(s.versions.c.metrics).where(s.versions.c.id == v.id)
+    return conn.execute(q).scalar() or {}
 
 
 def _read_pack(repo, row, chunk_rows, errors: list[str], bad: set[str]) -> int:

@@ -347,6 +347,7 @@ class Repository:
         base: str | None = None,
         tags: list[str] | tuple[str, ...] = (),
         author: str | None = None,
+        merge_parents: list[str] | tuple[str, ...] = (),
         parse: bool = True,
         allow_unsafe_pickle: bool = False,
         progress: Progress | None = None,
@@ -356,7 +357,8 @@ class Repository:
         Every file is parsed (headers only) before anything is written, so a malformed file
         stops the commit with nothing stored. Then chunks are stored, deduplicated against
         everything already in the registry, and delta-encoded against the same tensor piece of
-        the parent version (or of ``base``) where that is smaller.
+        the parent version (or of ``base``) where that is smaller. ``merge_parents`` (version
+        ids) become further parents after the branch head: that is how a merge is recorded.
         """
         names.check_model_name(model)
         names.check_ref_name(branch, "branch")
@@ -383,6 +385,8 @@ class Repository:
                             raise ExistsError(f"tag {t!r} already exists on {model}")
                 parent_v = self._load_version(conn, parent) if parent else None
                 base_v = self.resolve(base, conn) if base else None
+                for extra in merge_parents:
+                    self._load_version(conn, extra, files=False)  # must exist
 
             delta_sources = [v for v in (parent_v, base_v) if v is not None]
             session = self.store.session()
@@ -394,6 +398,7 @@ class Repository:
                     model=model,
                     branch=branch,
                     parent=parent,
+                    merge_parents=list(merge_parents),
                     entries=entries,
                     session=session,
                     message=message,
@@ -488,6 +493,7 @@ class Repository:
         model,
         branch,
         parent,
+        merge_parents,
         entries,
         session,
         message,
@@ -504,6 +510,7 @@ class Repository:
         created = time.time()
         files = [fe for fe, _m in entries]
         parents = [parent] if parent else []
+        parents += [p for p in merge_parents if p not in parents]
         vid = version_id(
             model=model,
             parents=parents,
