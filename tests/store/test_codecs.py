@@ -185,11 +185,11 @@ def test_golden_payloads_decode():
     delta_v1 = bytes.fromhex("0101040128b52ffd20217d0000380000ffffff7e0202003b8ec8000b")
     assert decode(Codec.DELTA, delta_v1, len(data), base=base) == data
 
-    tail_only = bytes.fromhex(
+    raw_planes_and_tail = bytes.fromhex(
         "01010400080000000800000008000000080000000001000000000000000000000000000000000080000000"
         "007f807e800000000007"
     )
-    assert decode(Codec.FLOAT, tail_only, len(data)) == data
+    assert decode(Codec.FLOAT, raw_planes_and_tail, len(data)) == data
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from tvc.cli import common, inspect, maintenance, refs, snapshot
@@ -41,20 +40,16 @@ for module in (snapshot, inspect, refs, maintenance):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code. Usage errors are Typer's (exit 2), ours are TvcError."""
     try:
-        app(args=argv, prog_name="tvc", standalone_mode=False)
+        app(args=argv, prog_name="tvc")
     except TvcError as exc:
         # Plain write: one line, never wrapped to the terminal width.
         sys.stderr.write(f"tvc: error: {' '.join(exc.message.split())}\n")
         return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        sys.stderr.write("tvc: aborted\n")
-        return 130
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except KeyboardInterrupt:
         sys.stderr.write("tvc: interrupted\n")
         return 130

@@ -192,18 +192,15 @@ class WriteSession:
         cid = hashing.digest(data)
         if self._known(cid):
             return _Prepared(cid, len(data), None)
-        codec, payload = codecs.encode(data, dtype=item.dtype, itemsize=item.itemsize)
-        prepared = _Prepared(cid, len(data), payload, int(codec), plain_len=len(payload))
+        base_raw, base_depth = None, 0
         if item.base and item.base != cid:
             binfo = self.store.info(item.base)
             if binfo and binfo.depth < MAX_DELTA_DEPTH and binfo.raw_len == len(data):
-                base_raw = self.store.read(item.base, binfo)
-                dcodec, dpayload = codecs.encode(
-                    data, dtype=item.dtype, itemsize=item.itemsize, base=base_raw
-                )
-                if dcodec == codecs.Codec.DELTA and len(dpayload) < len(payload):
-                    prepared.codec, prepared.payload = int(dcodec), dpayload
-                    prepared.base, prepared.depth = item.base, binfo.depth + 1
+                base_raw, base_depth = self.store.read(item.base, binfo), binfo.depth + 1
+        codec, payload, plain_len = codecs.encode_measured(data, dtype=item.dtype, base=base_raw)
+        prepared = _Prepared(cid, len(data), payload, int(codec), plain_len=plain_len)
+        if codec == codecs.Codec.DELTA:
+            prepared.base, prepared.depth = item.base, base_depth
         return prepared
 
     def _land(self, p: _Prepared) -> PutResult:
