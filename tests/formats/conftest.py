@@ -63,6 +63,7 @@ def check_layout() -> Callable[[Layout, bytes], None]:
             assert t.offset >= 0 and t.offset + t.length <= len(blob)
         names = [s.tensor for s in layout.segments if s.tensor is not None]
         assert len(names) == len(set(names))
+        json.dumps(layout.metadata, allow_nan=False)  # the repo layer stores it as JSON
 
     return check
 

@@ -371,3 +371,27 @@ def test_fuzz_mutated_file(data, valid_blob, mutate, scratch, check_layout):
         assert "\n" not in str(e)
         return
     check_layout(layout, blob)
+
+
+@pytest.fixture(scope="module")
+def valid_members(valid_blob) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(valid_blob)) as zf:
+        return {i.filename: zf.read(i) for i in zf.infolist()}
+
+
+@settings(max_examples=120, deadline=None)
+@given(data=st.data(), allow=st.booleans())
+def test_fuzz_mutated_pickle(data, allow, valid_members, mutate, scratch, check_layout):
+    """Damage data.pkl itself and re-zip it, so the CRC holds and the unpickler sees it."""
+    members = dict(valid_members)
+    (pkl,) = [n for n in members if n.endswith("/data.pkl")]
+    members[pkl] = mutate(data, members[pkl])
+    path = scratch / "fuzz_pickle.pt"
+    _zip(path, members)
+    try:
+        layout = parse_file(path, allow_unsafe_pickle=allow)
+    except FormatError as e:
+        assert "cannot be parsed" not in str(e), e
+        assert "\n" not in str(e)
+        return
+    check_layout(layout, path.read_bytes())

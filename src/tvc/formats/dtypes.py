@@ -63,6 +63,65 @@ SAFETENSORS_DTYPES: frozenset[str] = frozenset(_BITS) - {
     "QU2X4",
 }
 
+#: torch's legacy typed storage classes (``torch.<Name>``) and the dtype of their elements.
+TORCH_STORAGE_DTYPES: dict[str, str] = {
+    "DoubleStorage": "F64",
+    "FloatStorage": "F32",
+    "HalfStorage": "F16",
+    "LongStorage": "I64",
+    "IntStorage": "I32",
+    "ShortStorage": "I16",
+    "CharStorage": "I8",
+    "ByteStorage": "U8",
+    "BoolStorage": "BOOL",
+    "BFloat16Storage": "BF16",
+    "ComplexDoubleStorage": "C128",
+    "ComplexFloatStorage": "C64",
+    "QInt8Storage": "QI8",
+    "QInt32Storage": "QI32",
+    "QUInt8Storage": "QU8",
+    "QUInt4x2Storage": "QU4X2",
+    "QUInt2x4Storage": "QU2X4",
+}
+#: torch dtypes by attribute name (``torch.<name>``), as pickles name them; None where tvc has
+#: no canonical name (the sub-byte int1…int7 and uint1…uint7), so such tensors stay untabled.
+TORCH_DTYPES: dict[str, str | None] = {
+    "float64": "F64",
+    "float32": "F32",
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "int64": "I64",
+    "int32": "I32",
+    "int16": "I16",
+    "int8": "I8",
+    "uint8": "U8",
+    "uint16": "U16",
+    "uint32": "U32",
+    "uint64": "U64",
+    "bool": "BOOL",
+    "complex32": "C32",
+    "complex64": "C64",
+    "complex128": "C128",
+    "float8_e5m2": "F8_E5M2",
+    "float8_e4m3fn": "F8_E4M3",
+    "float8_e5m2fnuz": "F8_E5M2FNUZ",
+    "float8_e4m3fnuz": "F8_E4M3FNUZ",
+    "float8_e8m0fnu": "F8_E8M0",
+    "float4_e2m1fn_x2": "F4_X2",
+    "bits8": "U8",
+    "bits16": "U16",
+    "bits1x8": "U8",
+    "bits2x4": "U8",
+    "bits4x2": "U8",
+    "qint8": "QI8",
+    "qint32": "QI32",
+    "quint8": "QU8",
+    "quint4x2": "QU4X2",
+    "quint2x4": "QU2X4",
+}
+TORCH_DTYPES.update({f"{s}int{n}": None for s in ("", "u") for n in range(1, 8)})
+
+
 _NUMPY: dict[str, str] = {
     "F64": "<f8",
     "F32": "<f4",

@@ -16,64 +16,12 @@ from __future__ import annotations
 
 import io
 import pickletools
+import warnings
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from typing import Any, BinaryIO
 
 from tvc.errors import FormatError
-
-_TORCH_STORAGES = [
-    "Double",
-    "Float",
-    "Half",
-    "Long",
-    "Int",
-    "Short",
-    "Char",
-    "Byte",
-    "Bool",
-    "BFloat16",
-    "ComplexDouble",
-    "ComplexFloat",
-    "QInt8",
-    "QInt32",
-    "QUInt8",
-    "QUInt4x2",
-    "QUInt2x4",
-]
-_TORCH_DTYPES = [
-    "float64",
-    "float32",
-    "float16",
-    "bfloat16",
-    "int64",
-    "int32",
-    "int16",
-    "int8",
-    "uint8",
-    "uint16",
-    "uint32",
-    "uint64",
-    "bool",
-    "complex32",
-    "complex64",
-    "complex128",
-    "float8_e5m2",
-    "float8_e4m3fn",
-    "float8_e5m2fnuz",
-    "float8_e4m3fnuz",
-    "float8_e8m0fnu",
-    "float4_e2m1fn_x2",
-    "bits8",
-    "bits16",
-    "bits1x8",
-    "bits2x4",
-    "bits4x2",
-    "qint8",
-    "qint32",
-    "quint8",
-    "quint4x2",
-    "quint2x4",
-] + [f"{s}int{n}" for s in ("", "u") for n in range(1, 8)]
+from tvc.formats.dtypes import TORCH_DTYPES, TORCH_STORAGE_DTYPES
 
 #: Globals a pickle may import and still be loaded without --allow-unsafe-pickle. Each one
 #: only builds data (tensors, storages, arrays, dtypes, containers) from its arguments.
@@ -92,8 +40,8 @@ ALLOWED_GLOBALS: frozenset[str] = frozenset(
         "torch.Tensor",
         "torch.device",
         "torch.nn.parameter.Parameter",
-        *(f"torch.{s}Storage" for s in _TORCH_STORAGES),
-        *(f"torch.{d}" for d in _TORCH_DTYPES),
+        *(f"torch.{name}" for name in TORCH_STORAGE_DTYPES),
+        *(f"torch.{name}" for name in TORCH_DTYPES),
         # numpy arrays, scalars and dtypes (numpy 1 spells the module core, numpy 2 _core)
         *(
             f"numpy.{core}.{fn}"
@@ -177,91 +125,102 @@ def refusal(path: str, unsafe: list[str]) -> str:
 
 
 def _scan_one(f: BinaryIO, found: list[str]) -> None:
-    stack: list[Any] = []
-    memo: dict[int, Any] = {}
-    proto = 0
-    n_ops = 0
-
-    def report(name: str) -> None:
-        if name not in ALLOWED_GLOBALS and name not in found:
-            found.append(name)
-
-    def qualify(module: str, name: str) -> str:
-        if proto < 3:  # as pickle.Unpickler.find_class maps Python 2 names
-            if (module, name) in NAME_MAPPING:
-                module, name = NAME_MAPPING[(module, name)]
-            elif module in IMPORT_MAPPING:
-                module = IMPORT_MAPPING[module]
-        return f"{module}.{name}"
-
-    def pop_to_mark() -> None:
-        while stack:
-            if stack.pop() is _MARK:
-                return
-        raise _Malformed(f"no MARK for the opcode at byte {pos}")
-
-    def pop(n: int) -> list[Any]:
-        if len(stack) < n:
-            raise _Malformed(f"stack underflow at byte {pos}")
-        if n == 0:
-            return []
-        items = stack[-n:]
-        del stack[-n:]
-        return items
-
-    pos = f.tell()
+    machine = _Machine(found)
     try:
-        for op, arg, pos in pickletools.genops(f):
-            n_ops += 1
-            name = op.name
-            if name == "PROTO":
-                proto = arg
-            elif name in ("GLOBAL", "INST"):
-                module, _, attr = arg.partition(" ")
-                report(qualify(module, attr))
-            elif name == "STACK_GLOBAL":
-                module, attr = pop(2)
-                if isinstance(module, str) and isinstance(attr, str):
-                    report(qualify(module, attr))
-                else:
-                    report(f"<unresolved STACK_GLOBAL at byte {pos}>")
-                stack.append(None)
-                continue
-            elif name.startswith("EXT"):
-                report(f"<extension code {arg}>")
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
-                if not stack or stack[-1] is _MARK:
-                    raise _Malformed(f"memo store of an empty stack at byte {pos}")
-                index = len(memo) if name == "MEMOIZE" else arg
-                if index > n_ops + MEMO_SLACK:  # the C unpickler sizes its memo table by it
-                    raise _Malformed(f"memo index {index} out of range at byte {pos}")
-                memo[index] = stack[-1]
-                continue
-            elif name in ("GET", "BINGET", "LONG_BINGET"):
-                if arg not in memo:
-                    raise _Malformed(f"memo index {arg} never stored, at byte {pos}")
-                stack.append(memo[arg])
-                continue
-            elif name == "DUP":
-                if not stack:
-                    raise _Malformed(f"stack underflow at byte {pos}")
-                stack.append(stack[-1])
-                continue
-            # Everything else: pop what the opcode consumes, push what it produces.
-            before = op.stack_before
-            if pickletools.markobject in before:
-                pop_to_mark()
-                pop(before.index(pickletools.markobject))
-            else:
-                pop(len(before))
-            if name == "MARK":
-                stack.append(_MARK)
-            elif isinstance(arg, str) and name in _STRING_OPS:
-                stack.append(arg)  # a string STACK_GLOBAL may take as module or name
-            else:
-                stack.extend([None] * len(op.stack_after))
+        with warnings.catch_warnings():  # genops warns of odd escapes in STRING args
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for op, arg, pos in pickletools.genops(f):
+                machine.pos = pos
+                machine.step(op, arg)
     except _Malformed:
         raise
     except Exception as e:  # genops raises ValueError and friends on bad bytes
         detail = " ".join(str(e).split())[:200]  # one line, however odd the bytes
-        raise _Malformed(f"{detail} (near byte {pos})") from None
+        raise _Malformed(f"{detail} (near byte {machine.pos})") from None
+
+
+class _Machine:
+    """The symbolic stack and memo: values are strings, MARKs, or None (anything else)."""
+
+    def __init__(self, found: list[str]):
+        self.found = found
+        self.stack: list[Any] = []
+        self.memo: dict[int, Any] = {}
+        self.proto = 0
+        self.n_ops = 0
+        self.pos: int | None = 0
+
+    def step(self, op: pickletools.OpcodeInfo, arg: Any) -> None:
+        self.n_ops += 1
+        name, stack = op.name, self.stack
+        if name == "PROTO":
+            self.proto = arg
+        elif name in ("GLOBAL", "INST"):
+            module, _, attr = arg.partition(" ")
+            self.report(module, attr)
+        elif name == "STACK_GLOBAL":
+            module, attr = self.pop(2)
+            if isinstance(module, str) and isinstance(attr, str):
+                self.report(module, attr)
+            else:
+                self.report(None, f"<unresolved STACK_GLOBAL at byte {self.pos}>")
+            stack.append(None)
+            return
+        elif name.startswith("EXT"):
+            self.report(None, f"<extension code {arg}>")
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            if not stack or stack[-1] is _MARK:
+                raise _Malformed(f"memo store of an empty stack at byte {self.pos}")
+            index = len(self.memo) if name == "MEMOIZE" else arg
+            if index > self.n_ops + MEMO_SLACK:  # the C unpickler sizes its memo table by it
+                raise _Malformed(f"memo index {index} out of range at byte {self.pos}")
+            self.memo[index] = stack[-1]
+            return
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            if arg not in self.memo:
+                raise _Malformed(f"memo index {arg} never stored, at byte {self.pos}")
+            stack.append(self.memo[arg])
+            return
+        elif name == "DUP":
+            stack.append(self.pop(1)[0])
+            stack.append(stack[-1])
+            return
+        # Everything else: pop what the opcode consumes, push what it produces.
+        before = op.stack_before
+        if pickletools.markobject in before:
+            self.pop_to_mark()
+            self.pop(before.index(pickletools.markobject))
+        else:
+            self.pop(len(before))
+        if name == "MARK":
+            stack.append(_MARK)
+        elif isinstance(arg, str) and name in _STRING_OPS:
+            stack.append(arg)  # a string STACK_GLOBAL may take as module or name
+        else:
+            stack.extend([None] * len(op.stack_after))
+
+    def report(self, module: str | None, name: str) -> None:
+        if module is not None:
+            if self.proto < 3:  # as pickle.Unpickler.find_class maps Python 2 names
+                if (module, name) in NAME_MAPPING:
+                    module, name = NAME_MAPPING[(module, name)]
+                elif module in IMPORT_MAPPING:
+                    module = IMPORT_MAPPING[module]
+            name = f"{module}.{name}"
+        if name not in ALLOWED_GLOBALS and name not in self.found:
+            self.found.append(name)
+
+    def pop(self, n: int) -> list[Any]:
+        if len(self.stack) < n:
+            raise _Malformed(f"stack underflow at byte {self.pos}")
+        if n == 0:
+            return []
+        items = self.stack[-n:]
+        del self.stack[-n:]
+        return items
+
+    def pop_to_mark(self) -> None:
+        while self.stack:
+            if self.stack.pop() is _MARK:
+                return
+        raise _Malformed(f"no MARK for the opcode at byte {self.pos}")

@@ -41,60 +41,6 @@ _LOCAL_MAGIC = b"PK\x03\x04"
 MAX_DEPTH = 64
 MAX_TENSORS = 1_000_000
 
-_STORAGE_DTYPES = {
-    "DoubleStorage": "F64",
-    "FloatStorage": "F32",
-    "HalfStorage": "F16",
-    "LongStorage": "I64",
-    "IntStorage": "I32",
-    "ShortStorage": "I16",
-    "CharStorage": "I8",
-    "ByteStorage": "U8",
-    "BoolStorage": "BOOL",
-    "BFloat16Storage": "BF16",
-    "ComplexDoubleStorage": "C128",
-    "ComplexFloatStorage": "C64",
-    "QInt8Storage": "QI8",
-    "QInt32Storage": "QI32",
-    "QUInt8Storage": "QU8",
-    "QUInt4x2Storage": "QU4X2",
-    "QUInt2x4Storage": "QU2X4",
-}
-_TORCH_DTYPES = {
-    "float64": "F64",
-    "float32": "F32",
-    "float16": "F16",
-    "bfloat16": "BF16",
-    "int64": "I64",
-    "int32": "I32",
-    "int16": "I16",
-    "int8": "I8",
-    "uint8": "U8",
-    "uint16": "U16",
-    "uint32": "U32",
-    "uint64": "U64",
-    "bool": "BOOL",
-    "complex32": "C32",
-    "complex64": "C64",
-    "complex128": "C128",
-    "float8_e5m2": "F8_E5M2",
-    "float8_e4m3fn": "F8_E4M3",
-    "float8_e5m2fnuz": "F8_E5M2FNUZ",
-    "float8_e4m3fnuz": "F8_E4M3FNUZ",
-    "float8_e8m0fnu": "F8_E8M0",
-    "float4_e2m1fn_x2": "F4_X2",
-    "bits8": "U8",
-    "bits16": "U16",
-    "bits1x8": "U8",
-    "bits2x4": "U8",
-    "bits4x2": "U8",
-    "qint8": "QI8",
-    "qint32": "QI32",
-    "quint8": "QU8",
-    "quint4x2": "QU4X2",
-    "quint2x4": "QU2X4",
-}
-
 
 def torch_pickle_member(zf: zipfile.ZipFile) -> str | None:
     """The ``<prefix>/data.pkl`` member that makes a zip a torch archive, or None."""
@@ -133,7 +79,7 @@ def parse_torch_zip(
             try:
                 found = scan_pickle(pickles[info.filename])
             except FormatError as e:
-                raise fail(f"{info.filename}: {e}") from None
+                raise fail(f"{brief(info.filename)}: {e}") from None
             unsafe += [g for g in found if g not in unsafe]
     if unsafe and not allow_unsafe_pickle:
         raise UnsafePickleError(refusal(os.fspath(path), unsafe))
@@ -327,9 +273,9 @@ def _stand_ins() -> dict[str, Any]:
         "torch._tensor._rebuild_from_type_v2": _rebuild_from_type,
         "torch.storage.UntypedStorage": _StorageType("U8", typed=False),
     }
-    for cls, dtype in _STORAGE_DTYPES.items():
+    for cls, dtype in dtypes.TORCH_STORAGE_DTYPES.items():
         out[f"torch.{cls}"] = _StorageType(dtype, typed=True)
-    for name, dtype in _TORCH_DTYPES.items():
+    for name, dtype in dtypes.TORCH_DTYPES.items():
         out[f"torch.{name}"] = _DType(dtype)
     return out
 
