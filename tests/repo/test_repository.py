@@ -15,6 +15,7 @@ from tvc.errors import (
     LockTimeoutError,
     PathError,
     UnknownRefError,
+    UnsafePickleError,
 )
 
 from conftest_helpers import corrupt_one_pack
@@ -205,3 +206,35 @@ def test_registry_found_from_subdirectory(registry, monkeypatch):
     monkeypatch.chdir(sub)
     with tvc.Registry() as reg:
         assert reg.root == registry.root
+
+
+def test_unsafe_pickle_refused_unless_allowed(registry, tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    d = tmp_path / "pk"
+    d.mkdir()
+    (d / "model.pkl").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(UnsafePickleError, match="allow-unsafe-pickle"):
+        registry.commit("m", [d], "evil")
+    assert registry.stats()["chunks"] == 0
+    registry.commit("m", [d], "evil, knowingly", allow_unsafe_pickle=True)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"GGUF\x03\x00\x00\x00" + (2**40).to_bytes(8, "little") + bytes(8),  # absurd tensor count
+        b"GGUF\x03\x00\x00\x00",  # truncated header
+    ],
+)
+def test_hostile_gguf_stores_nothing(registry, tmp_path, payload):
+    d = tmp_path / "g"
+    d.mkdir()
+    (d / "m.gguf").write_bytes(payload)
+    with pytest.raises(FormatError):
+        registry.commit("m", [d], "bad gguf")
+    assert registry.stats()["packs"] == 0

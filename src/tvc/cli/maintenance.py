@@ -23,9 +23,25 @@ def stats(json_: bool = JsonOpt) -> None:
         common.emit_json(st)
         return
     p = common.out.print
-    table = Table("model", "versions", "logical", box=None)
+    table = Table(
+        "model",
+        "versions",
+        "logical",
+        "unique",
+        "stored",
+        "dedup",
+        "compression",
+        "delta",
+        box=None,
+    )
     for name, m in st["models"].items():
-        table.add_row(name, str(m["versions"]), human_bytes(m["logical_bytes"]))
+        sv = m["saved"]
+        table.add_row(
+            name,
+            str(m["versions"]),
+            *(human_bytes(m[k]) for k in ("logical_bytes", "unique_bytes", "stored_bytes")),
+            *(human_bytes(sv[k]) for k in ("dedup", "compression", "delta")),
+        )
     p(table)
     logical = st["logical_bytes"] or 1
     p(f"versions {st['versions']}, files {st['files']}, chunks {st['chunks']}, packs {st['packs']}")

@@ -303,7 +303,9 @@ class Repository:
             author=row.author,
             created=row.created,
             params=row.params or {},
-            metrics=row.metrics or {},
+            # Metrics added after the commit (``extra_metrics``) win over committed ones; the id
+            # covers only the committed ``metrics`` column.
+            metrics={**(row.metrics or {}), **(row.extra_metrics or {})},
             datasets=row.datasets or {},
             code=row.code,
             base=row.base,
@@ -348,6 +350,7 @@ class Repository:
         tags: list[str] | tuple[str, ...] = (),
         author: str | None = None,
         merge_parents: list[str] | tuple[str, ...] = (),
+        state: str = "created",
         parse: bool = True,
         allow_unsafe_pickle: bool = False,
         progress: Progress | None = None,
@@ -359,6 +362,7 @@ class Repository:
         everything already in the registry, and delta-encoded against the same tensor piece of
         the parent version (or of ``base``) where that is smaller. ``merge_parents`` (version
         ids) become further parents after the branch head: that is how a merge is recorded.
+        ``state`` is the new version's lifecycle state (the registry passes its initial state).
         """
         names.check_model_name(model)
         names.check_ref_name(branch, "branch")
@@ -408,6 +412,7 @@ class Repository:
                     code=code,
                     base=base_v.id if base_v else None,
                     tags=tags,
+                    state=state,
                     author=author or default_author(),
                     new_chunks=new_chunks,
                     total_chunks=total_chunks,
@@ -503,6 +508,7 @@ class Repository:
         code,
         base,
         tags,
+        state,
         author,
         new_chunks,
         total_chunks,
@@ -564,7 +570,7 @@ class Repository:
                     datasets=datasets,
                     code=code,
                     base=base,
-                    state="created",
+                    state=state,
                     size=size,
                 )
             )
@@ -605,6 +611,7 @@ class Repository:
         reason: str = "",
         forced: bool = False,
         record: bool | None = None,
+        rollback: bool = False,
     ) -> str | None:
         """Point (or, with ``vid`` None, delete) a ref; returns the old target.
 
@@ -631,6 +638,7 @@ class Repository:
                     at=time.time(),
                     reason=reason,
                     forced=forced,
+                    rollback=rollback,
                 )
             )
         return old
@@ -848,47 +856,52 @@ class Repository:
         return mids, chunk_ids
 
     def stats(self) -> dict[str, Any]:
-        """Logical bytes (what versions contain) against what the store holds, and why."""
+        """Logical bytes (what versions contain) against what the store holds, and why.
+
+        Savings split three ways: *dedup* (logical bytes that are chunks stored once),
+        *compression* (what codecs saved on unique chunks) and *delta* (what encoding changed
+        tensors against their parent saved beyond that). Per model, shared chunks count in full
+        for every model that uses them.
+        """
+        c = chunks_t.c
         with self.engine.connect() as conn:
             f, v, mo = s.version_files.c, s.versions.c, s.models.c
-            per_model = {}
+            sizes = {
+                row.id: (row.raw_len, row.plain_len, row.stored_len)
+                for row in conn.execute(sa.select(c.id, c.raw_len, c.plain_len, c.stored_len))
+            }
+            per_model: dict[str, dict[str, Any]] = {}
             for name, logical, nver in conn.execute(
                 sa.select(mo.name, sa.func.coalesce(sa.func.sum(v.size), 0), sa.func.count(v.id))
                 .join_from(s.models, s.versions, v.model_id == mo.id, isouter=True)
                 .group_by(mo.id)
                 .order_by(mo.name)
             ):
-                per_model[name] = {"versions": nver, "logical_bytes": int(logical)}
-            logical = sum(m["logical_bytes"] for m in per_model.values())
+                manifest_ids = {
+                    r[0]
+                    for r in conn.execute(
+                        sa.select(f.manifest_id)
+                        .join_from(s.version_files, s.versions, f.version_id == v.id)
+                        .join(s.models, v.model_id == mo.id)
+                        .where(mo.name == name)
+                    )
+                }
+                used = {cid for m in manifest_ids for cid, _n in self.manifest(m).chunks}
+                per_model[name] = {"versions": nver, **_savings(int(logical), used, sizes)}
             files = conn.execute(sa.select(sa.func.count()).select_from(s.version_files)).scalar()
-            c = chunks_t.c
-            n_chunks, unique_raw, stored, plain = conn.execute(
-                sa.select(
-                    sa.func.count(c.id),
-                    sa.func.coalesce(sa.func.sum(c.raw_len), 0),
-                    sa.func.coalesce(sa.func.sum(c.stored_len), 0),
-                    sa.func.coalesce(sa.func.sum(c.plain_len), 0),
-                )
-            ).one()
             pack_count, pack_bytes = conn.execute(
                 sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(packs_t.c.size), 0))
             ).one()
-            _ = f
+        logical = sum(m["logical_bytes"] for m in per_model.values())
+        overall = _savings(logical, sizes.keys(), sizes)
         return {
             "models": per_model,
             "versions": sum(m["versions"] for m in per_model.values()),
             "files": files,
-            "logical_bytes": logical,
-            "unique_bytes": int(unique_raw),
-            "stored_bytes": int(stored),
+            **overall,
             "pack_bytes": int(pack_bytes),
             "packs": pack_count,
-            "chunks": n_chunks,
-            "saved": {
-                "dedup": logical - int(unique_raw),
-                "compression": int(unique_raw) - int(plain),
-                "delta": int(plain) - int(stored),
-            },
+            "chunks": len(sizes),
             "ratio": (int(pack_bytes) / logical) if logical else None,
         }
 
@@ -903,6 +916,19 @@ class Repository:
 
         with self.writing():
             return collect_garbage(self, dry_run=dry_run)
+
+
+def _savings(logical: int, ids, sizes: dict[str, tuple[int, int, int]]) -> dict[str, Any]:
+    raw = plain = stored = 0
+    for cid in ids:
+        r, p, st = sizes.get(cid, (0, 0, 0))
+        raw, plain, stored = raw + r, plain + p, stored + st
+    return {
+        "logical_bytes": logical,
+        "unique_bytes": raw,
+        "stored_bytes": stored,
+        "saved": {"dedup": logical - raw, "compression": raw - plain, "delta": plain - stored},
+    }
 
 
 def _map(f, size: int):
