@@ -36,11 +36,14 @@ def storage_error(exc: OSError, what: str) -> StorageError:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike[str], *, exclusive: bool = False) -> Iterator[BinaryIO]:
-    """Open a temp file beside ``path``; on clean exit make it ``path`` durably.
+def atomic_file(
+    path: str | os.PathLike[str], *, exclusive: bool = False, sync: bool = True
+) -> Iterator[BinaryIO]:
+    """Open a temp file beside ``path``; on clean exit rename it to ``path`` (durably).
 
     With ``exclusive`` an existing ``path`` is left alone and the write is dropped: content
-    addressed files with the same name have the same bytes.
+    addressed files with the same name have the same bytes. ``sync=False`` keeps the atomic
+    rename but skips the fsyncs, for files that are copies rather than repository state.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -52,13 +55,15 @@ def atomic_file(path: str | os.PathLike[str], *, exclusive: bool = False) -> Ite
     try:
         yield f
         f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            os.fsync(f.fileno())
         f.close()
         if exclusive and final.exists():
             os.unlink(tmp)
             return
         os.replace(tmp, final)
-        fsync_dir(final.parent)
+        if sync:
+            fsync_dir(final.parent)
     except OSError as exc:
         _discard(f, tmp)
         raise storage_error(exc, f"cannot write {final}") from exc
