@@ -100,6 +100,51 @@ def save(params, out: Path, sizes, note: str) -> None:
     (out / "config.json").write_text(json.dumps({"arch": "mlp", "sizes": sizes}, indent=2) + "\n")
 
 
+def registry_story(params, xte, yte) -> None:
+    """Model management: metrics added later, a lifecycle with a gate, aliases, a rollback,
+    search, lineage and the audit trail."""
+
+    def refused(*args: str) -> None:
+        """A step tvc must refuse (exit 11: illegal transition or failed gate)."""
+        print(f"\n$ tvc {shlex.join(args)}", flush=True)
+        res = subprocess.run([*TVC, *args], cwd=WORK, capture_output=True, text=True)
+        print(res.stderr.rstrip())
+        if res.returncode != 11:
+            raise SystemExit(f"demo step should have been refused: tvc {shlex.join(args)}")
+
+    heading("Evaluation after training: a metric added to v2 (its id does not change)")
+    pred = forward(params, xte)[-1].argmax(axis=1)
+    worst = min(float((pred[yte == c] == c).mean()) for c in range(10))
+    sh("metric", "digits-mlp@v2", f"worst_class_accuracy={worst:.4f}", "--reason", "per class")
+
+    heading("A lifecycle with a gate: production requires accuracy >= 0.965")
+    with open(WORK / ".tvc" / "config.toml", "a") as f:
+        f.write('\n[gates]\nproduction = "metrics.accuracy >= 0.965"\n')
+    sh("lifecycle", "states")
+    refused("lifecycle", "set", "digits-mlp@v1", "production")  # not a legal next state
+    for ref in ("digits-mlp@v1", "digits-mlp@v2"):
+        for state in ("training", "trained", "evaluated", "staged"):
+            sh("lifecycle", "set", ref, state, show=ref.endswith("v2"))
+    refused("lifecycle", "set", "digits-mlp@v1", "production")  # the gate: 0.9622 < 0.965
+    sh("lifecycle", "set", "digits-mlp@v2", "production", "--reason", "passes the gate")
+    sh("lifecycle", "history", "digits-mlp@v1")
+
+    heading("Aliases: every move recorded; a rollback; the gate guards the production alias")
+    sh("alias", "set", "digits-mlp", "candidate", "v1", "--reason", "baseline")
+    sh("alias", "set", "digits-mlp", "candidate", "v2", "--reason", "fine-tuned head")
+    sh("rollback", "digits-mlp", "candidate", "--reason", "compare with the baseline")
+    sh("alias", "history", "digits-mlp", "candidate")
+    sh("alias", "set", "digits-mlp", "production", "v2")
+    refused("alias", "set", "digits-mlp", "production", "v1")
+    sh("alias", "list", "digits-mlp")
+
+    heading("Search, lineage, and the audit trail")
+    sh("search", "metrics.accuracy >= 0.96 and state >= staged", "--order-by", "-metrics.accuracy")
+    sh("search", "alias = production or tags = release-1", "--json", show=False)
+    sh("lineage", "digits-mlp@v2")
+    sh("audit", "digits-mlp", "-n", "6")
+
+
 def main() -> None:
     t0 = time.perf_counter()
     shutil.rmtree(WORK, ignore_errors=True)
@@ -167,6 +212,10 @@ def main() -> None:
     sh("show", "digits-mlp@v2")
     sh("ls", "digits-mlp@v1")
 
+    heading("What the fine-tune changed, tensor by tensor; who last changed each tensor")
+    sh("diff", "digits-mlp@v1", "digits-mlp@v2")
+    sh("blame", "digits-mlp@v2", "model.safetensors")
+
     heading("Branch, tag, and a checkout of v1, verified against the original bytes")
     sh("branch", "digits-mlp", "exp-wide", "--from", "v1")
     sh("tag", "digits-mlp", "release-1", "v2")
@@ -182,6 +231,8 @@ def main() -> None:
     want = next(f["digest"] for f in v1["files"] if f["path"] == "model.safetensors")
     assert digest(v1_bytes) == want, "checkout is not bit-exact"
     print(f"restore/model.safetensors: blake3 {want[:16]}… matches v1")
+
+    registry_story(params, xte, yte)
 
     heading("What the store holds, and a full verification")
     sh("stats")

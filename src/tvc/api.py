@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 
+from tvc.analysis import Blame, Diff, MergeResult, blame_version, diff_versions, merge_versions
+from tvc.analysis.merge import target_branch
 from tvc.registry import ModelRegistry
-from tvc.repo.repository import Repository
+from tvc.repo.repository import Progress, Repository
 
 
 class Registry(ModelRegistry):
@@ -20,3 +22,63 @@ class Registry(ModelRegistry):
     def init(cls, path: str | os.PathLike[str] = ".") -> Registry:
         Repository.init(path).close()
         return cls(path)
+
+    # -- analysis: diff, blame, merge ------------------------------------------------------
+    def diff(
+        self,
+        a: str,
+        b: str,
+        *,
+        path: str | None = None,
+        stats: bool = True,
+        progress: Progress | None = None,
+    ) -> Diff:
+        """Compare two versions (of one model or two): files, tensors, params, metrics.
+
+        Unchanged tensors are found from manifests without reading them; changed ones are read
+        one at a time, block by block. ``stats=False`` skips reading them (statuses only).
+        """
+        return diff_versions(
+            self, self.resolve(a), self.resolve(b), path=path, stats=stats, progress=progress
+        )
+
+    def blame(self, ref: str, path: str | None = None) -> Blame:
+        """For each tensor (and file) of ``ref``, the version that last changed it."""
+        return blame_version(self, self.resolve(ref), path)
+
+    def merge(
+        self,
+        a: str,
+        b: str,
+        *,
+        strategy: str,
+        message: str | None = None,
+        lambda_a: float = 1.0,
+        lambda_b: float = 1.0,
+        branch: str | None = None,
+        ancestor: str | None = None,
+        file_strategy: str | None = None,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> MergeResult:
+        """Merge ``b`` into ``a``'s branch: a version with parents [a, b] (``.commit``).
+
+        ``strategy``: average | task-arithmetic | ours | theirs. The branch is ``branch``, the
+        one ``a`` names, or the only branch whose head is ``a``. Unresolvable conflicts raise
+        ``ConflictError`` and commit nothing.
+        """
+        va, vb = self.resolve(a), self.resolve(b)
+        return merge_versions(
+            self,
+            va,
+            vb,
+            strategy=strategy,
+            branch=target_branch(self, a, va, branch),
+            message=message,
+            lambda_a=lambda_a,
+            lambda_b=lambda_b,
+            ancestor=self.resolve(ancestor) if ancestor else None,
+            file_strategy=file_strategy,
+            dry_run=dry_run,
+            progress=progress,
+        )

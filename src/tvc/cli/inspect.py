@@ -94,7 +94,10 @@ def show(
     if v.datasets:
         p("datasets:")
         for k, d in v.datasets.items():
-            desc = d.get("id") or f"{d.get('path')} blake3:{str(d.get('digest'))[:12]}"
+            desc = d.get("id") or d.get("version")
+            if d.get("digest"):
+                stored = f" (stored as {d['version']})" if d.get("version") else ""
+                desc = f"{d.get('path')} blake3:{str(d['digest'])[:12]}{stored}"
             p(f"  {k} = {desc}", markup=False)
     if v.code:
         dirty = " (dirty)" if v.code.get("dirty") else ""

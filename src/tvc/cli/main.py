@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from tvc.cli import common, inspect, maintenance, refs, snapshot
+from tvc.cli import analysis, common, inspect, maintenance, refs, registry_cmds, snapshot
 from tvc.errors import TvcError
 
 app = typer.Typer(
@@ -35,7 +35,7 @@ def _global(
     common.state.quiet = quiet
 
 
-for module in (snapshot, inspect, refs, maintenance):
+for module in (snapshot, inspect, refs, maintenance, analysis, registry_cmds):
     module.register(app)
 
 

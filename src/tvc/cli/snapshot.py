@@ -10,7 +10,6 @@ import typer
 from tvc.api import Registry
 from tvc.cli import common
 from tvc.cli.common import JsonOpt, QuietOpt
-from tvc.store import hashing
 
 
 def register(app: typer.Typer) -> None:
@@ -33,23 +32,15 @@ def init(
     reg.close()
 
 
-def _dataset(spec: str) -> tuple[str, dict]:
-    """``NAME=PATH|ID``: a path is recorded by content hash and size, anything else as an id."""
-    if "=" not in spec:
-        raise common.UsageError(f"--dataset {spec!r}: expected NAME=PATH or NAME=ID")
-    name, ref = spec.split("=", 1)
-    p = Path(ref)
-    if p.exists():
-        files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
-        h, size = hashing.hasher(), 0
-        for f in files:
-            h.update(f.relative_to(p).as_posix().encode() if p.is_dir() else b"")
-            with open(f, "rb") as fh:
-                while block := fh.read(1 << 22):
-                    h.update(block)
-                    size += len(block)
-        return name, {"path": str(ref), "digest": h.hexdigest(), "size": size, "files": len(files)}
-    return name, {"id": ref}
+def _datasets(specs: list[str] | None) -> dict[str, str]:
+    """``NAME=PATH|MODEL@REF|ID`` options; the registry decides which (a path if it exists)."""
+    out: dict[str, str] = {}
+    for spec in specs or []:
+        name, eq, ref = spec.partition("=")
+        if not eq or not name or not ref:
+            raise common.UsageError(f"--dataset {spec!r}: expected NAME=PATH or NAME=ID")
+        out[name] = ref
+    return out
 
 
 def commit(
@@ -59,7 +50,15 @@ def commit(
     branch: str = typer.Option("main", "--branch", "-b", help="Branch to commit on."),
     param: list[str] = typer.Option(None, "--param", "-p", help="Training parameter k=v."),
     metric: list[str] = typer.Option(None, "--metric", help="Evaluation result k=v."),
-    dataset: list[str] = typer.Option(None, "--dataset", help="Data set NAME=PATH|ID."),
+    dataset: list[str] = typer.Option(
+        None, "--dataset", help="Data set NAME=PATH|MODEL@REF|ID (a path: by content hash)."
+    ),
+    store_dataset: bool = typer.Option(
+        False, "--store-dataset", help="Also version --dataset paths as models datasets/NAME."
+    ),
+    no_code: bool = typer.Option(
+        False, "--no-code", help="Do not record the git commit of the working directory."
+    ),
     base: str = typer.Option(None, "--base", help="Base model MODEL@REF this was tuned from."),
     tag: list[str] = typer.Option(None, "--tag", "-t", help="Tag the new version."),
     no_parse: bool = typer.Option(False, "--no-parse", help="Store files as opaque bytes."),
@@ -70,7 +69,7 @@ def commit(
     quiet: bool = QuietOpt,
 ) -> None:
     """Record files as a new version; prints MODEL@vN, its id, and bytes new vs logical."""
-    datasets = dict(_dataset(d) for d in dataset or [])
+    datasets = _datasets(dataset)
     with common.open_registry() as reg:
         res = reg.commit(
             model,
@@ -80,6 +79,8 @@ def commit(
             params=common.parse_pairs(param, "--param"),
             metrics=common.parse_pairs(metric, "--metric"),
             datasets=datasets,
+            store_datasets=store_dataset,
+            detect_code=not no_code,
             base=base,
             tags=tag or [],
             parse=not no_parse,

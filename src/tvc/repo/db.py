@@ -11,15 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 
 from tvc.errors import StorageError
 from tvc.repo import schema  # noqa: F401 - registers the repo tables
 from tvc.store.index import metadata
 
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -41,15 +38,22 @@ def create_engine(url: str) -> sa.Engine:
 
 
 def current_revision(engine: sa.Engine) -> str | None:
+    """The schema revision Alembic recorded, read directly: importing Alembic costs 0.2 s of
+    every CLI start, and it is only needed when there is something to migrate."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def migrate(engine: sa.Engine) -> None:
-    """Bring the schema to ``SCHEMA_HEAD`` (no-op, and no Alembic import cost, when it is)."""
+    """Bring the schema to ``SCHEMA_HEAD`` (a no-op when it is there already)."""
     try:
         if current_revision(engine) == SCHEMA_HEAD:
             return
+        from alembic import command
+        from alembic.config import Config
+
         cfg = Config()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
         with engine.begin() as conn:

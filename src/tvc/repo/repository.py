@@ -33,6 +33,7 @@ import tomli_w
 from tvc import formats
 from tvc.errors import (
     AmbiguousRefError,
+    ConflictError,
     ExistsError,
     IntegrityError,
     LockTimeoutError,
@@ -350,6 +351,7 @@ class Repository:
         tags: list[str] | tuple[str, ...] = (),
         author: str | None = None,
         merge_parents: list[str] | tuple[str, ...] = (),
+        expected_head: str | None = None,
         state: str = "created",
         parse: bool = True,
         allow_unsafe_pickle: bool = False,
@@ -363,6 +365,8 @@ class Repository:
         the parent version (or of ``base``) where that is smaller. ``merge_parents`` (version
         ids) become further parents after the branch head: that is how a merge is recorded.
         ``state`` is the new version's lifecycle state (the registry passes its initial state).
+        With ``expected_head`` (a version id) the commit is refused unless the branch still
+        points there once the writer lock is held — compare-and-swap for read-modify-commit.
         """
         names.check_model_name(model)
         names.check_ref_name(branch, "branch")
@@ -387,6 +391,11 @@ class Repository:
                     for t in tags:
                         if self._ref_target(conn, mid, "tag", t):
                             raise ExistsError(f"tag {t!r} already exists on {model}")
+                if expected_head is not None and parent != expected_head:
+                    raise ConflictError(
+                        f"branch {branch} of {model} moved (it is no longer at "
+                        f"{expected_head[:12]}); run the operation again"
+                    )
                 parent_v = self._load_version(conn, parent) if parent else None
                 base_v = self.resolve(base, conn) if base else None
                 for extra in merge_parents:

@@ -28,13 +28,18 @@ versions = sa.Table(
     sa.Column("author", sa.String(255), nullable=False),
     sa.Column("created", sa.Float, nullable=False),
     sa.Column("params", sa.JSON, nullable=False),
+    # The metrics as committed (part of the id); ``extra_metrics`` holds those added later with
+    # ``tvc metric`` (not part of the id). A loaded Version shows both, later ones winning.
     sa.Column("metrics", sa.JSON, nullable=False),
+    sa.Column("extra_metrics", sa.JSON, nullable=True),
     sa.Column("datasets", sa.JSON, nullable=False),
     sa.Column("code", sa.JSON, nullable=True),
     sa.Column("base", sa.String(64), nullable=True),
     sa.Column("state", sa.String(32), nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.UniqueConstraint("model_id", "number", name="uq_versions_model_number"),
+    sa.Index("ix_versions_state", "state"),
+    sa.Index("ix_versions_created", "created"),
 )
 
 version_parents = sa.Table(
@@ -70,6 +75,7 @@ refs = sa.Table(
     sa.Column("kind", sa.String(16), primary_key=True),  # branch | tag | alias
     sa.Column("name", sa.String(255), primary_key=True),
     sa.Column("version_id", sa.String(64), sa.ForeignKey("versions.id"), nullable=False),
+    sa.Index("ix_refs_version_id", "version_id"),
 )
 
 # Every move of a ref that people care about (aliases, tags, branch creation/deletion).
@@ -86,5 +92,44 @@ ref_events = sa.Table(
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("forced", sa.Boolean, nullable=False),
+    # An alias move made by ``rollback``: replaying the history as a stack needs to know.
+    sa.Column("rollback", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_ref_events_ref", "model_id", "kind", "name"),
+)
+
+# The lifecycle audit log: every state transition of a version, append-only. ``forced`` marks a
+# transition made with --force that overrode something; ``overridden`` says what (an illegal
+# transition, a failed gate).
+state_events = sa.Table(
+    "state_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("version_id", sa.String(64), sa.ForeignKey("versions.id"), nullable=False),
+    sa.Column("old_state", sa.String(32), nullable=False),
+    sa.Column("new_state", sa.String(32), nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("forced", sa.Boolean, nullable=False),
+    sa.Column("overridden", sa.Text, nullable=True),
+    sa.Index("ix_state_events_model_id", "model_id"),
+    sa.Index("ix_state_events_version_id", "version_id"),
+)
+
+# Metrics added to a version after its commit (``tvc metric``), append-only: the values set and
+# what those keys held before (null for a new key).
+metric_events = sa.Table(
+    "metric_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("version_id", sa.String(64), sa.ForeignKey("versions.id"), nullable=False),
+    sa.Column("metrics", sa.JSON, nullable=False),
+    sa.Column("previous", sa.JSON, nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Index("ix_metric_events_model_id", "model_id"),
+    sa.Index("ix_metric_events_version_id", "version_id"),
 )
