@@ -829,39 +829,36 @@ class Repository:
         return b"".join(self.iter_file(version, path))
 
     # -- branches and tags -----------------------------------------------------------------
-    def branch(self, model: str, name: str, start: str | None = None) -> Version:
-        names.check_ref_name(name, "branch")
+    def _create_ref(self, kind: str, model: str, name: str, ref: str | None, why: str) -> Version:
+        names.check_ref_name(name, kind)
         with self.writing(), self.engine.begin() as conn:
             mid = self._model_id(conn, model)
-            if self._ref_target(conn, mid, "branch", name):
-                raise ExistsError(f"branch {name!r} already exists on {model}")
-            v = self.resolve(f"{model}@{start}" if start else model, conn)
-            self._set_ref(conn, mid, "branch", name, v.id, reason="branch")
+            if self._ref_target(conn, mid, kind, name):
+                raise ExistsError(f"{kind} {name!r} already exists on {model}{why}")
+            v = self.resolve(f"{model}@{ref}" if ref else model, conn)
+            self._set_ref(conn, mid, kind, name, v.id, reason=kind)
             return v
+
+    def _delete_ref(self, kind: str, model: str, name: str) -> None:
+        with self.writing(), self.engine.begin() as conn:
+            mid = self._model_id(conn, model)
+            if not self._ref_target(conn, mid, kind, name):
+                raise UnknownRefError(f"{model} has no {kind} {name!r}")
+            self._set_ref(conn, mid, kind, name, None, reason=f"{kind} -d")
+
+    def branch(self, model: str, name: str, start: str | None = None) -> Version:
+        """Create branch ``name`` at ``start`` (default: the head of main)."""
+        return self._create_ref("branch", model, name, start, "")
 
     def delete_branch(self, model: str, name: str) -> None:
-        with self.writing(), self.engine.begin() as conn:
-            mid = self._model_id(conn, model)
-            if not self._ref_target(conn, mid, "branch", name):
-                raise UnknownRefError(f"{model} has no branch {name!r}")
-            self._set_ref(conn, mid, "branch", name, None, reason="branch -d")
+        self._delete_ref("branch", model, name)
 
     def tag(self, model: str, name: str, ref: str | None = None) -> Version:
-        names.check_ref_name(name, "tag")
-        with self.writing(), self.engine.begin() as conn:
-            mid = self._model_id(conn, model)
-            if self._ref_target(conn, mid, "tag", name):
-                raise ExistsError(f"tag {name!r} already exists on {model} (tags never move)")
-            v = self.resolve(f"{model}@{ref}" if ref else model, conn)
-            self._set_ref(conn, mid, "tag", name, v.id, reason="tag")
-            return v
+        """Tag ``ref`` (default: the head of main) as ``name``; tags never move."""
+        return self._create_ref("tag", model, name, ref, " (tags never move)")
 
     def delete_tag(self, model: str, name: str) -> None:
-        with self.writing(), self.engine.begin() as conn:
-            mid = self._model_id(conn, model)
-            if not self._ref_target(conn, mid, "tag", name):
-                raise UnknownRefError(f"{model} has no tag {name!r}")
-            self._set_ref(conn, mid, "tag", name, None, reason="tag -d")
+        self._delete_ref("tag", model, name)
 
     # -- maintenance -----------------------------------------------------------------------
     def _reachable(self, conn: sa.Connection) -> tuple[set[str], set[str]]:
