@@ -338,3 +338,10 @@ def test_a_tensor_only_theirs_has_joins_the_rebuilt_file(tree, folder, tunes, tm
     )
     assert np.array_equal(loaded["head.bias"], want)
     assert np.array_equal(loaded["fc1.weight"], tunes.base["fc1.weight"])
+
+
+def test_cli_strategy_list_matches_the_analysis_layer():
+    from tvc.analysis.merge import STRATEGIES
+    from tvc.cli.analysis import STRATEGIES as CLI_STRATEGIES
+
+    assert CLI_STRATEGIES == STRATEGIES

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import typer
 
-from tvc.analysis import STRATEGIES, Blame, Diff, MergeResult, TensorDiff, ValueDiff
-from tvc.analysis.blame import BlameEntry
+if TYPE_CHECKING:
+    from tvc.analysis import Blame, Diff, MergeResult, TensorDiff, ValueDiff
+    from tvc.analysis.blame import BlameEntry
 from tvc.cli import common
 from tvc.cli.common import JsonOpt, QuietOpt
+
+# Spelled out (not imported) so the CLI starts without loading the analysis layer.
+STRATEGIES = ("average", "task-arithmetic", "ours", "theirs")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -19,8 +19,10 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from tvc.api import Registry
 from tvc.errors import UsageError
+
+if TYPE_CHECKING:
+    from tvc.api import Registry
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -38,6 +40,9 @@ QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 
 def open_registry() -> Registry:
+    # Imported here: every layer loads with it, and `tvc --help` needs none of them.
+    from tvc.api import Registry
+
     return Registry(state.registry_path)
 
 

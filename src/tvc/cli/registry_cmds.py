@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from tvc.cli import common
 from tvc.cli.common import JsonOpt
-from tvc.registry import AliasEvent, Lineage, StateEvent
-from tvc.registry.query import QuerySyntaxError
+
+if TYPE_CHECKING:
+    from tvc.registry import AliasEvent, Lineage, StateEvent
 
 alias_app = typer.Typer(
     help="Movable names (production, staging) with every move recorded.",
@@ -45,6 +46,8 @@ def _query_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from tvc.registry.query import QuerySyntaxError
+
         try:
             return fn(*args, **kwargs)
         except QuerySyntaxError as exc:

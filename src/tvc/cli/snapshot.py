@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 
-from tvc.api import Registry
 from tvc.cli import common
 from tvc.cli.common import JsonOpt, QuietOpt
 
@@ -24,6 +23,8 @@ def init(
     json_: bool = JsonOpt,
 ) -> None:
     """Create a registry: SQLite metadata + local packs in DIR/.tvc."""
+    from tvc.api import Registry
+
     reg = Registry.init(directory)
     if json_:
         common.emit_json({"registry": str(reg.dir)})

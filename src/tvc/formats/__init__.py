@@ -17,7 +17,6 @@ import zipfile
 from tvc.errors import FormatError, PathError, TvcError, UnsafePickleError
 from tvc.formats.chunking import PIECE_SIZE, ChunkSpec, iter_chunks
 from tvc.formats.dtypes import itemsize, numpy_dtype
-from tvc.formats.gguf import parse_gguf
 from tvc.formats.layout import Layout, Segment, TensorInfo, brief
 from tvc.formats.pickle_scan import refusal, scan_pickle, scan_pickle_file
 from tvc.formats.safetensors import parse_safetensors
@@ -98,6 +97,8 @@ def _parse(name: str, parse: bool, allow_unsafe_pickle: bool) -> Layout:
     if ext == ".safetensors":
         return parse_safetensors(name)
     if ext == ".gguf" or head[:4] == _GGUF_MAGIC:
+        from tvc.formats.gguf import parse_gguf  # the gguf package costs 35 ms to import
+
         return parse_gguf(name)
     if head[:4] == _ZIP_MAGIC:
         layout = _maybe_torch_zip(name, ext, allow_unsafe_pickle)
