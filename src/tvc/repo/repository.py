@@ -803,7 +803,7 @@ class Repository:
         are not fsynced: they are copies, not repository state (a re-checkout restores them).
         """
         manifest = self.manifest(fe.manifest_id)
-        infos = self.store.infos(cid for cid, _n in manifest.chunks)
+        infos = self.store.infos((cid for cid, _n in manifest.chunks), with_bases=True)
         jobs = list(zip(manifest.chunks, manifest.starts, strict=True))
         with durable.atomic_file(target, sync=False) as out:
             fd = out.fileno()
@@ -814,7 +814,7 @@ class Repository:
                 info = infos.get(cid)
                 if info is None:
                     raise IntegrityError(f"chunk {cid} is not in the index")
-                data = self.store.read(cid, info)
+                data = self.store.read(cid, info, infos)
                 os.pwrite(fd, data, offset)
                 return n
 

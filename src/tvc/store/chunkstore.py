@@ -109,14 +109,21 @@ class ChunkStore:
             row = conn.execute(self._info_query().where(index.chunks.c.id == cid)).first()
         return ChunkInfo(*row) if row else None
 
-    def infos(self, ids: Iterable[str]) -> dict[str, ChunkInfo]:
+    def infos(self, ids: Iterable[str], *, with_bases: bool = False) -> dict[str, ChunkInfo]:
+        """Index rows of ``ids`` in batched queries; ``with_bases`` adds their delta chains, so
+        reading them later needs no query per chunk."""
         wanted = list(dict.fromkeys(ids))
         found: dict[str, ChunkInfo] = {}
         with self.engine.connect() as conn:
-            for i in range(0, len(wanted), 500):
-                q = self._info_query().where(index.chunks.c.id.in_(wanted[i : i + 500]))
-                for row in conn.execute(q):
-                    found[row[0]] = ChunkInfo(*row)
+            while wanted:
+                for i in range(0, len(wanted), 500):
+                    q = self._info_query().where(index.chunks.c.id.in_(wanted[i : i + 500]))
+                    for row in conn.execute(q):
+                        found[row[0]] = ChunkInfo(*row)
+                if not with_bases:
+                    break
+                bases = {i.base for i in found.values() if i.base and i.base not in found}
+                wanted = list(bases)
         return found
 
     def has(self, cid: str) -> bool:
@@ -125,9 +132,11 @@ class ChunkStore:
             return conn.execute(q).first() is not None
 
     # -- reads -----------------------------------------------------------------------------
-    def read(self, cid: str, info: ChunkInfo | None = None) -> bytes:
-        """The verified raw bytes of chunk ``cid``."""
-        info = info or self.info(cid)
+    def read(
+        self, cid: str, info: ChunkInfo | None = None, known: dict[str, ChunkInfo] | None = None
+    ) -> bytes:
+        """The verified raw bytes of chunk ``cid`` (``known``: prefetched rows, bases included)."""
+        info = info or (known.get(cid) if known else None) or self.info(cid)
         if info is None:
             raise IntegrityError(f"chunk {cid} is not in the index")
         try:
@@ -142,7 +151,7 @@ class ChunkStore:
         if parse_entry_header(blob) != (cid, info.base, info.raw_len, info.stored_len, info.codec):
             raise IntegrityError(f"chunk {cid} in {info.pack}: entry header is damaged")
         payload = memoryview(blob)[ENTRY.size :]
-        base = self.read(info.base) if info.base else None
+        base = self.read(info.base, None, known) if info.base else None
         try:
             raw = codecs.decode(info.codec, payload, info.raw_len, base=base)
         except IntegrityError as exc:
@@ -153,11 +162,11 @@ class ChunkStore:
 
     def read_many(self, ids: list[str]) -> Iterator[bytes]:
         """Verified bytes of ``ids`` in order, decoded on worker threads."""
-        infos = self.infos(ids)
+        infos = self.infos(ids, with_bases=True)
         missing = [i for i in ids if i not in infos]
         if missing:
             raise IntegrityError(f"chunk {missing[0]} is not in the index")
-        yield from ordered_map(lambda cid: self.read(cid, infos[cid]), ids, self.workers)
+        yield from ordered_map(lambda cid: self.read(cid, infos[cid], infos), ids, self.workers)
 
     def session(self) -> WriteSession:
         return WriteSession(self)
