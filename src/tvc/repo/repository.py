@@ -469,20 +469,28 @@ class Repository:
                 specs = list(formats.iter_chunks(buf, layout))
                 shapes = {t.name: (t.dtype, tuple(t.shape)) for t in layout.tensors}
 
+                fd = f.fileno()
+
+                def reader(offset: int, length: int):
+                    def read() -> bytes:
+                        data = os.pread(fd, length, offset)
+                        if len(data) != length:
+                            raise UsageError(f"{st.path}: file changed while committing")
+                        return data
+
+                    return read
+
                 def items() -> Iterator[PutItem]:
                     for sp in specs:
-                        data = os.pread(f.fileno(), sp.length, sp.offset)
-                        if len(data) != sp.length:
-                            raise UsageError(f"{st.path}: file changed while committing")
-                        whole.update(data)
                         base = None
                         if sp.tensor is not None and sp.tensor in shapes:
                             dtype, shape = shapes[sp.tensor]
                             key = (sp.tensor, dtype, shape, sp.piece)
                             base = own.get(key) or anywhere.get(key)
-                        yield PutItem(data, sp.dtype, sp.itemsize, base)
+                        yield PutItem(reader(sp.offset, sp.length), sp.dtype, sp.itemsize, base)
 
                 for res in session.put_many(items()):
+                    whole.update(res.data)
                     chunk_list.append((res.id, res.raw_len))
                     n_new += res.new
                     progress.advance(res.raw_len)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -50,7 +51,8 @@ class ChunkInfo:
 
 @dataclass(frozen=True)
 class PutItem:
-    data: bytes | memoryview
+    # The bytes, or a function that reads them: then the read happens on a worker thread too.
+    data: bytes | memoryview | Callable[[], bytes]
     dtype: str | None = None
     itemsize: int = 0
     base: str | None = None  # a chunk id to delta-encode against, when one is known
@@ -63,6 +65,8 @@ class PutResult:
     stored_len: int  # 0 when the chunk was already stored (dedup)
     new: bool
     delta: bool = False
+    # The chunk's bytes, handed back so the caller can hash the whole file in order.
+    data: bytes | memoryview | None = field(default=None, repr=False, compare=False)
 
 
 def default_workers() -> int:
@@ -177,6 +181,7 @@ class _Prepared:
     id: str
     raw_len: int
     payload: bytes | None  # None: already stored
+    data: bytes | memoryview | None = None
     codec: int = 0
     base: str | None = None
     depth: int = 0
@@ -184,55 +189,79 @@ class _Prepared:
 
 
 class WriteSession:
-    """Chunks written by one commit. Index them with :meth:`index_into`, or :meth:`abort`."""
+    """Chunks written by one commit. Index them with :meth:`index_into`, or :meth:`abort`.
+
+    Three stages overlap: the caller's thread feeds work and collects results in order, worker
+    threads read, hash and encode, and one pack thread appends payloads to packs and makes full
+    packs durable — so a disk that throttles writes or an fsync never stalls the encoders.
+    """
 
     def __init__(self, store: ChunkStore) -> None:
         self.store = store
-        self.pending: dict[str, PackEntry] = {}
+        self.pending: dict[str, int] = {}  # chunk id -> stored length, written or queued
         self.packs: list[tuple[str, int, list[PackEntry]]] = []  # (object name, size, entries)
-        self._writer: PackWriter | None = None
-        self._lock = threading.Lock()
+        self._writer: PackWriter | None = None  # owned by the pack thread
+        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._discard = False
 
     def _known(self, cid: str) -> bool:
         return cid in self.pending or self.store.has(cid)
 
     def _prepare(self, item: PutItem) -> _Prepared:
-        data = item.data
+        data = item.data() if callable(item.data) else item.data
         cid = hashing.digest(data)
         if self._known(cid):
-            return _Prepared(cid, len(data), None)
+            return _Prepared(cid, len(data), None, data)
         base_raw, base_depth = None, 0
         if item.base and item.base != cid:
             binfo = self.store.info(item.base)
             if binfo and binfo.depth < MAX_DELTA_DEPTH and binfo.raw_len == len(data):
                 base_raw, base_depth = self.store.read(item.base, binfo), binfo.depth + 1
         codec, payload, plain_len = codecs.encode_measured(data, dtype=item.dtype, base=base_raw)
-        prepared = _Prepared(cid, len(data), payload, int(codec), plain_len=plain_len)
+        prepared = _Prepared(cid, len(data), payload, data, int(codec), plain_len=plain_len)
         if codec == codecs.Codec.DELTA:
             prepared.base, prepared.depth = item.base, base_depth
         return prepared
 
     def _land(self, p: _Prepared) -> PutResult:
         if p.payload is None or p.id in self.pending:
-            return PutResult(p.id, p.raw_len, 0, new=False)
-        if self._writer is None:
-            self._writer = PackWriter(self.store.staging)
-        entry = self._writer.add(p.id, p.payload, p.raw_len, p.codec, p.base, p.depth, p.plain_len)
-        self.pending[p.id] = entry
-        if self._writer.size >= PACK_TARGET:
-            self.flush()
-        return PutResult(p.id, p.raw_len, len(p.payload), new=True, delta=p.base is not None)
+            return PutResult(p.id, p.raw_len, 0, new=False, data=p.data)
+        self._raise_pack_error()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._pack_loop, name="tvc-pack", daemon=True)
+            self._thread.start()
+        self.pending[p.id] = len(p.payload)
+        self._queue.put(p)
+        delta = p.base is not None
+        return PutResult(p.id, p.raw_len, len(p.payload), new=True, delta=delta, data=p.data)
 
-    def put_many(self, items: Iterable[PutItem]) -> Iterator[PutResult]:
-        """Store ``items``; yields one result per item, in order."""
-        for prepared in ordered_map(self._prepare, items, self.store.workers):
-            yield self._land(prepared)
+    # -- the pack thread -------------------------------------------------------------------
+    def _pack_loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                if self._error is not None or self._discard:
+                    continue
+                if job == "flush":
+                    self._finish_pack()
+                    continue
+                if self._writer is None:
+                    self._writer = PackWriter(self.store.staging)
+                self._writer.add(
+                    job.id, job.payload, job.raw_len, job.codec, job.base, job.depth, job.plain_len
+                )
+                if self._writer.size >= PACK_TARGET:
+                    self._finish_pack()
+            except BaseException as exc:  # handed to the caller's thread at the next call
+                self._error = exc
+            finally:
+                self._queue.task_done()
 
-    def put(self, item: PutItem) -> PutResult:
-        return self._land(self._prepare(item))
-
-    def flush(self) -> None:
-        """Make the open pack durable in the backend (still unindexed)."""
+    def _finish_pack(self) -> None:
         writer, self._writer = self._writer, None
         if writer is None:
             return
@@ -246,6 +275,32 @@ class WriteSession:
         with contextlib.suppress(OSError):
             os.unlink(writer.path)  # already renamed away by a local backend
         self.packs.append((name, writer.size, writer.entries))
+
+    def _stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _raise_pack_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    # -- the caller's thread ---------------------------------------------------------------
+    def put_many(self, items: Iterable[PutItem]) -> Iterator[PutResult]:
+        """Store ``items``; yields one result per item, in order."""
+        for prepared in ordered_map(self._prepare, items, self.store.workers):
+            yield self._land(prepared)
+
+    def put(self, item: PutItem) -> PutResult:
+        return self._land(self._prepare(item))
+
+    def flush(self) -> None:
+        """Wait until every queued chunk is in a durable pack in the backend (still unindexed)."""
+        if self._thread is not None:
+            self._queue.put("flush")
+            self._stop()
+        self._raise_pack_error()
 
     def index_into(self, conn: sa.Connection) -> None:
         """Index every pack of this session, inside the caller's transaction."""
@@ -274,6 +329,8 @@ class WriteSession:
 
     def abort(self) -> None:
         """Remove what this session wrote: its packs were never indexed, so nothing uses them."""
+        self._discard = True
+        self._stop()
         if self._writer is not None:
             self._writer.discard()
             self._writer = None
@@ -285,4 +342,4 @@ class WriteSession:
 
     @property
     def stored_bytes(self) -> int:
-        return sum(e.stored_len for e in self.pending.values())
+        return sum(self.pending.values())
