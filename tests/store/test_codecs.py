@@ -389,3 +389,18 @@ def test_two_threads_encode_and_decode_independently():
 
     with ThreadPoolExecutor(2) as pool:
         assert all(pool.map(work, range(len(blobs))))
+
+
+@pytest.mark.parametrize("hint", [None, 1, 10**9])
+def test_plain_hint_never_changes_what_decodes(hint):
+    """The hint may skip the plain coders, but whatever is chosen decodes to the data."""
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal(4096).astype(np.float32)
+    tuned = (base * (1 + 1e-3 * rng.standard_normal(4096))).astype(np.float32)
+    codec, payload, plain_len = codecs.encode_measured(
+        tuned.tobytes(), dtype="F32", base=base.tobytes(), plain_hint=hint
+    )
+    assert codecs.decode(codec, payload, tuned.nbytes, base=base.tobytes()) == tuned.tobytes()
+    assert len(payload) <= tuned.nbytes and plain_len <= tuned.nbytes
+    if hint == 10**9:
+        assert codec == codecs.Codec.DELTA  # clearly below the hint: plain coders skipped

@@ -47,6 +47,7 @@ class ChunkInfo:
     codec: int
     base: str | None
     depth: int
+    plain_len: int
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class ChunkStore:
     def _info_query(self) -> sa.Select:
         c, p = index.chunks.c, index.packs.c
         return sa.select(
-            c.id, p.name, c.offset, c.stored_len, c.raw_len, c.codec, c.base, c.depth
+            c.id, p.name, c.offset, c.stored_len, c.raw_len, c.codec, c.base, c.depth, c.plain_len
         ).join_from(index.chunks, index.packs, c.pack_id == p.id)
 
     def info(self, cid: str) -> ChunkInfo | None:
@@ -214,12 +215,15 @@ class WriteSession:
         cid = hashing.digest(data)
         if self._known(cid):
             return _Prepared(cid, len(data), None, data)
-        base_raw, base_depth = None, 0
+        base_raw, base_depth, hint = None, 0, None
         if item.base and item.base != cid:
             binfo = self.store.info(item.base)
             if binfo and binfo.depth < MAX_DELTA_DEPTH and binfo.raw_len == len(data):
                 base_raw, base_depth = self.store.read(item.base, binfo), binfo.depth + 1
-        codec, payload, plain_len = codecs.encode_measured(data, dtype=item.dtype, base=base_raw)
+                hint = binfo.plain_len
+        codec, payload, plain_len = codecs.encode_measured(
+            data, dtype=item.dtype, base=base_raw, plain_hint=hint
+        )
         prepared = _Prepared(cid, len(data), payload, data, int(codec), plain_len=plain_len)
         if codec == codecs.Codec.DELTA:
             prepared.base, prepared.depth = item.base, base_depth

@@ -173,37 +173,52 @@ def encode_measured(
     *,
     dtype: str | None = None,
     base: bytes | memoryview | None = None,
+    plain_hint: int | None = None,
     level: int = 3,
 ) -> tuple[Codec, bytes, int]:
-    """``encode``, plus the size the best non-delta codec reached.
+    """``encode``, plus the size the best non-delta codec reached (or is expected to reach).
 
     The store records that size so ``tvc stats`` can tell what delta coding saved apart from
-    what compression saved, without encoding a chunk twice.
+    what compression saved, without encoding a chunk twice. ``plain_hint`` — what the base
+    compressed to without delta — lets a fine-tuned piece skip its plain encodings when the delta
+    is clearly smaller (below 90 % of the hint): same tensor, same shape, same compressibility,
+    and the plain coders cost as much time as the delta coder.
     """
     view = memoryview(data).cast("B")
     raw_len = len(view)
     best: tuple[Codec, bytes] = (Codec.RAW, bytes(data) if isinstance(data, bytes) else bytes(view))
     layout = _FLOAT_LAYOUT.get(dtype) if dtype is not None else None
+    usable_base = base is not None and raw_len and len(memoryview(base).cast("B")) == raw_len
+    if usable_base:
+        delta = _encode_delta(view, memoryview(base).cast("B"), layout, level)
+        if delta is not None and plain_hint and len(delta[1]) < 0.9 * min(plain_hint, raw_len):
+            return delta[0], delta[1], min(plain_hint, raw_len)
     for cand in _plain_candidates(view, layout, level):
         if len(cand[1]) < len(best[1]):
             best = cand
     plain_len = len(best[1])
-    if base is not None:
-        bview = memoryview(base).cast("B")
-        if len(bview) == raw_len and raw_len:
-            # Floats: the integer difference of the bit patterns. A small change of a weight is a
-            # small difference of its (sign, exponent, mantissa) word, whereas XOR turns every
-            # carry into a run of set bits: on MiniLM with 1e-3 noise SUB is 7 % smaller than
-            # XOR on F32, 11 % on BF16, 20 % on F16.
-            # The delta words are small integers, so they are grouped as stored (no transform).
-            op, width = (_OP_SUB, layout[0]) if layout is not None else (_OP_XOR, 1)
-            delta = _delta_forward(view, bview, op, width)
-            inner_layout = (width, _TRANSFORM_NONE) if layout is not None else None
-            for inner, payload in _plain_candidates(memoryview(delta), inner_layout, level):
-                if _DELTA_HEAD.size + len(payload) < len(best[1]):
-                    head = _DELTA_HEAD.pack(_DELTA_VERSION, op, width, inner)
-                    best = (Codec.DELTA, head + payload)
+    if usable_base and delta is not None and len(delta[1]) < len(best[1]):
+        best = delta
     return best[0], best[1], plain_len
+
+
+def _encode_delta(
+    view: memoryview, bview: memoryview, layout: tuple[int, int] | None, level: int
+) -> tuple[Codec, bytes] | None:
+    """The smallest DELTA payload of ``view`` against ``bview`` (same length)."""
+    # Floats: the integer difference of the bit patterns. A small change of a weight is a small
+    # difference of its (sign, exponent, mantissa) word, whereas XOR turns every carry into a
+    # run of set bits: on MiniLM with 1e-3 noise SUB is 7 % smaller than XOR on F32, 11 % on
+    # BF16, 20 % on F16. The delta words are small integers, so they are grouped as stored.
+    op, width = (_OP_SUB, layout[0]) if layout is not None else (_OP_XOR, 1)
+    delta = _delta_forward(view, bview, op, width)
+    inner_layout = (width, _TRANSFORM_NONE) if layout is not None else None
+    best: tuple[Codec, bytes] | None = None
+    for inner, payload in _plain_candidates(memoryview(delta), inner_layout, level):
+        if best is None or _DELTA_HEAD.size + len(payload) < len(best[1]):
+            head = _DELTA_HEAD.pack(_DELTA_VERSION, op, width, inner)
+            best = (Codec.DELTA, head + payload)
+    return best
 
 
 def _delta_forward(data: memoryview, base: memoryview, op: int, width: int) -> np.ndarray:
