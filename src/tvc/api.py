@@ -8,11 +8,16 @@ push/pull/clone (remote).
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from tvc.analysis import Blame, Diff, MergeResult, blame_version, diff_versions, merge_versions
-from tvc.analysis.merge import target_branch
 from tvc.registry import ModelRegistry
 from tvc.repo.repository import Progress, Repository
+
+if TYPE_CHECKING:
+    from tvc.analysis import Blame, Diff, MergeResult
+
+# The analysis layer is imported inside the methods that use it: commit and checkout, the
+# commands run most, do not pay for loading it.
 
 
 class Registry(ModelRegistry):
@@ -38,12 +43,16 @@ class Registry(ModelRegistry):
         Unchanged tensors are found from manifests without reading them; changed ones are read
         one at a time, block by block. ``stats=False`` skips reading them (statuses only).
         """
+        from tvc.analysis import diff_versions
+
         return diff_versions(
             self, self.resolve(a), self.resolve(b), path=path, stats=stats, progress=progress
         )
 
     def blame(self, ref: str, path: str | None = None) -> Blame:
         """For each tensor (and file) of ``ref``, the version that last changed it."""
+        from tvc.analysis import blame_version
+
         return blame_version(self, self.resolve(ref), path)
 
     def merge(
@@ -67,6 +76,9 @@ class Registry(ModelRegistry):
         one ``a`` names, or the only branch whose head is ``a``. Unresolvable conflicts raise
         ``ConflictError`` and commit nothing.
         """
+        from tvc.analysis import merge_versions
+        from tvc.analysis.merge import target_branch
+
         va, vb = self.resolve(a), self.resolve(b)
         return merge_versions(
             self,
