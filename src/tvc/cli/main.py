@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -59,7 +60,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:  # pragma: no cover - console script shim
-    sys.exit(main())
+    """The console script: run, flush, and leave without tearing the interpreter down.
+
+    Finalizing the modules tvc loads (SQLAlchemy, numpy) takes 0.1-0.2 s — a third of a small
+    command. Every file and DB connection is closed by the time ``main`` returns, so there is
+    nothing left for finalization to do but spend that time.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
