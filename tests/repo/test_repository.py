@@ -238,3 +238,17 @@ def test_hostile_gguf_stores_nothing(registry, tmp_path, payload):
     with pytest.raises(FormatError):
         registry.commit("m", [d], "bad gguf")
     assert registry.stats()["packs"] == 0
+
+
+def test_checkout_only_some_paths(registry, model_dir, tmp_path):
+    (model_dir / "tok").mkdir()
+    (model_dir / "tok" / "vocab.txt").write_text("a\nb\n")
+    registry.commit("m", [model_dir], "x")
+    got = registry.checkout("m", tmp_path / "d", only=["tok", "config.json"])
+    assert sorted(p.relative_to(tmp_path / "d").as_posix() for p in got) == [
+        "config.json",
+        "tok/vocab.txt",
+    ]
+    assert not (tmp_path / "d" / "model.safetensors").exists()
+    with pytest.raises(UnknownRefError, match="nope"):
+        registry.checkout("m", tmp_path / "e", only=["nope"])

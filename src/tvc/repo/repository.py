@@ -768,19 +768,14 @@ class Repository:
         dest_dir = Path(dest) if dest is not None else Path(version.model.split("/")[-1])
         selected = list(version.files)
         if only:
-            wanted = set(only)
-            selected = [
-                f
-                for f in selected
-                if f.path in wanted or any(f.path.startswith(w.rstrip("/") + "/") for w in wanted)
-            ]
-            missing = [
-                w
-                for w in wanted
-                if not any(f.path == w or f.path.startswith(w.rstrip("/") + "/") for f in selected)
-            ]
-            if missing:
-                raise UnknownRefError(f"{version.ref} has no file {missing[0]!r}")
+
+            def under(path: str, w: str) -> bool:
+                return path == w or path.startswith(w.rstrip("/") + "/")
+
+            selected = [f for f in selected if any(under(f.path, w) for w in only)]
+            for w in only:
+                if not any(under(f.path, w) for f in selected):
+                    raise UnknownRefError(f"{version.ref} has no file or directory {w!r}")
         targets = [(fe, paths.destination(dest_dir, fe.path)) for fe in selected]
         todo = []
         for fe, target in targets:
@@ -794,11 +789,9 @@ class Repository:
             todo.append((fe, target))
         progress = progress or NoProgress()
         progress.start("checkout", sum(fe.size for fe, _t in todo))
-        written = []
         try:
             for fe, target in todo:
                 self._write_file(version, fe, target, progress)
-                written.append(target)
         finally:
             progress.finish()
         return [t for _fe, t in targets]
