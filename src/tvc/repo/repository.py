@@ -534,19 +534,17 @@ class Repository:
         files = [fe for fe, _m in entries]
         parents = [parent] if parent else []
         parents += [p for p in merge_parents if p not in parents]
-        vid = version_id(
-            model=model,
-            parents=parents,
-            files=files,
-            message=message,
-            author=author,
-            created=created,
-            params=params,
-            metrics=metrics,
-            datasets=datasets,
-            code=code,
-            base=base,
-        )
+        meta = {
+            "message": message,
+            "author": author,
+            "created": created,
+            "params": params,
+            "metrics": metrics,
+            "datasets": datasets,
+            "code": code,
+            "base": base,
+        }
+        vid = version_id(model=model, parents=parents, files=files, **meta)
         size = sum(fe.size for fe in files)
         session.flush()
         new_bytes = session.stored_bytes
@@ -576,19 +574,7 @@ class Repository:
                     known.add(m.id)
             conn.execute(
                 s.versions.insert().values(
-                    id=vid,
-                    model_id=mid,
-                    number=number,
-                    message=message,
-                    author=author,
-                    created=created,
-                    params=params,
-                    metrics=metrics,
-                    datasets=datasets,
-                    code=code,
-                    base=base,
-                    state=state,
-                    size=size,
+                    id=vid, model_id=mid, number=number, state=state, size=size, **meta
                 )
             )
             for i, p in enumerate(parents):
