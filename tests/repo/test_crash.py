@@ -29,6 +29,7 @@ CHILD = textwrap.dedent(
     import sys, tvc
     reg = tvc.Registry(sys.argv[1])
     dirs = sys.argv[2:]
+    print("READY", flush=True)
     i = 0
     while True:
         d = dirs[i % len(dirs)]
@@ -68,7 +69,9 @@ def test_sigkill_during_commits_loses_nothing_acknowledged(tmp_path):
             stderr=subprocess.PIPE,
             env=env,
         )
-        time.sleep(rng.uniform(0.3, 2.0))
+        # Kill only once the child is past its imports, so the kills land inside commits.
+        assert child.stdout.readline().strip() == b"READY", child.stderr.read().decode()
+        time.sleep(rng.uniform(0.05, 1.5))
         child.send_signal(signal.SIGKILL)
         out, err = child.communicate()
         assert child.returncode == -signal.SIGKILL, err.decode()
@@ -86,7 +89,7 @@ def test_sigkill_during_commits_loses_nothing_acknowledged(tmp_path):
             sample = [*fresh, *rng.sample(older, min(1, len(older)))]
             for vid in sample:
                 verify(reg, vid, originals[acknowledged[vid]])
-    assert len(acknowledged) >= KILLS // 2, "the child should get some commits through"
+    assert acknowledged, "the child should get some commits through"
     with tvc.Registry(reg_dir) as reg:
         for vid, k in acknowledged.items():
             verify(reg, vid, originals[k])
