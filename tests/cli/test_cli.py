@@ -132,3 +132,10 @@ def test_console_script_runs(tmp_path):
         [sys.executable, "-m", "tvc", "--help"], capture_output=True, text=True, cwd=tmp_path
     )
     assert out.returncode == 0 and "commit" in out.stdout
+
+
+def test_version(capsys):
+    import tvc
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"tvc {tvc.__version__}\n"

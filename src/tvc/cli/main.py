@@ -21,6 +21,14 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from tvc import __version__
+
+        sys.stdout.write(f"tvc {__version__}\n")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global(
     registry: str = typer.Option(
@@ -31,6 +39,9 @@ def _global(
         help="Registry directory (default: the nearest .tvc/ at or above the working directory).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     common.state.registry_path = registry
     common.state.quiet = quiet
