@@ -132,11 +132,12 @@ def check(repo: Repository, *, read_data: bool, progress: Progress) -> dict[str,
         if read_data:
             total = sum(row.size for row in packs.values())
             progress.start("fsck", total)
+            known = repo.store.infos(chunk_rows)  # delta bases resolve without a query each
             try:
                 for pid, row in packs.items():
                     if pid not in pack_sizes:
                         continue
-                    n = _read_pack(repo, row, chunk_rows, errors, bad_chunks)
+                    n = _read_pack(repo, row, chunk_rows, known, errors, bad_chunks)
                     checked["bytes_read"] += n
                     progress.advance(row.size)
             finally:
@@ -156,7 +157,7 @@ def _committed_metrics(conn: sa.Connection, v) -> dict:
     return conn.execute(q).scalar() or {}
 
 
-def _read_pack(repo, row, chunk_rows, errors: list[str], bad: set[str]) -> int:
+def _read_pack(repo, row, chunk_rows, known, errors: list[str], bad: set[str]) -> int:
     try:
         blob = repo.store.backend.get(row.name)
     except StorageError as exc:
@@ -172,7 +173,7 @@ def _read_pack(repo, row, chunk_rows, errors: list[str], bad: set[str]) -> int:
                 continue  # an unindexed copy (e.g. a repack leftover); gc's business
             seen += 1
             try:
-                base = repo.store.read(entry.base) if entry.base else None
+                base = repo.store.read(entry.base, None, known) if entry.base else None
                 raw = codecs.decode(entry.codec, payload, entry.raw_len, base=base)
                 ok = hashing.digest(raw) == entry.id
             except IntegrityError:

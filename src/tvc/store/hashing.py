@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import re
-
 import blake3
-
-HEX_LEN = 64
-_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 def digest(data: bytes | bytearray | memoryview) -> str:
@@ -18,7 +13,3 @@ def digest(data: bytes | bytearray | memoryview) -> str:
 
 def hasher() -> blake3.blake3:
     return blake3.blake3()
-
-
-def is_digest(text: str) -> bool:
-    return bool(_HEX.match(text))
