@@ -101,6 +101,14 @@ def test_reference_syntax(registry, make_dir):
         registry.resolve("m@exp")
 
 
+def test_commit_takes_one_path_as_well_as_a_list(registry, model_dir):
+    """A bare string is one path, not a sequence of one-character paths."""
+    one = registry.commit("bert", str(model_dir), "as str").version
+    two = registry.commit("bert", model_dir, "as Path").version
+    assert [f.path for f in one.files] == ["config.json", "model.safetensors"]
+    assert two.files == one.files
+
+
 def test_commit_on_branch(registry, make_dir):
     registry.commit("m", [make_dir("a", seed=1)], "one")
     r = registry.commit("m", [make_dir("b", seed=2)], "exp", branch="exp-lr")

@@ -65,11 +65,29 @@ def test_delta_chain_is_bounded(engine, tmp_path):
         (r,) = commit(store, [PutItem(arr.tobytes(), "F32", 4, base=prev)])
         ids.append((r.id, arr.tobytes()))
         prev = r.id
-    depths = [store.info(cid).depth for cid, _ in ids]
-    assert max(depths) <= MAX_DELTA_DEPTH
-    assert any(d > 0 for d in depths), "fine-tune steps should delta-encode"
+    infos = [store.info(cid) for cid, _ in ids]
+    assert max(i.depth for i in infos) <= MAX_DELTA_DEPTH
+    assert any(i.depth > 0 for i in infos), "fine-tune steps should delta-encode"
+    # Every delta is coded against a full chunk (the keyframe), never against another delta.
+    for info in infos:
+        if info.base is not None:
+            assert info.depth == 1 and store.info(info.base).base is None
     for cid, raw in ids:
         assert store.read(cid) == raw
+
+
+def test_delta_against_an_old_deep_chain_uses_its_keyframe(engine, tmp_path):
+    """Chains written with deeper deltas still read, and new deltas skip to their root."""
+    store = make_store(engine, tmp_path)
+    arr = np.random.default_rng(1).standard_normal(1 << 12).astype(np.float32)
+    (root,) = commit(store, [PutItem(arr.tobytes(), "F32", 4)])
+    step = arr + np.float32(1e-4)
+    (mid,) = commit(store, [PutItem(step.tobytes(), "F32", 4, base=root.id)])
+    assert store.info(mid.id).base == root.id
+    nxt = step + np.float32(1e-4)
+    (last,) = commit(store, [PutItem(nxt.tobytes(), "F32", 4, base=mid.id)])
+    assert store.info(last.id).base == root.id and store.info(last.id).depth == 1
+    assert bytes(store.read(last.id)) == nxt.tobytes()
 
 
 def test_bit_flip_is_caught_on_read(engine, tmp_path):

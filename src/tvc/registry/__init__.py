@@ -25,7 +25,7 @@ from tvc.registry.lineage import Lineage, LineageMixin
 from tvc.registry.metrics import MetricEvent, MetricsMixin
 from tvc.registry.query import QuerySyntaxError
 from tvc.registry.search import SearchMixin
-from tvc.repo import names
+from tvc.repo import names, paths
 from tvc.repo.reader import VersionReader
 from tvc.repo.repository import CommitResult, Progress, Repository
 from tvc.repo.version import Version
@@ -54,7 +54,7 @@ class ModelRegistry(
     def commit(
         self,
         model: str,
-        paths_: list[str | os.PathLike[str]],
+        paths_: paths.PathArgs,
         message: str = "",
         *,
         params: Mapping[str, Any] | None = None,
@@ -81,7 +81,7 @@ class ModelRegistry(
         params = provenance.check_values(params, "params")
         metrics = provenance.check_values(metrics, "metrics")
         if code is None and detect_code:
-            code = provenance.detect_code(list(paths_))
+            code = provenance.detect_code(paths.as_list(paths_))
         recorded = self._record_datasets(datasets, store=store_datasets)
         return super().commit(
             model,

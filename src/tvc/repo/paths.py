@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from tvc.errors import PathError, UsageError
 
 SKIP_DIRS = {".tvc", ".git"}
+
+# What commit accepts: one file or directory, or several.
+PathArgs = str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
 
 
 def check_stored_path(path: str) -> str:
@@ -40,8 +44,16 @@ def _check_regular(path: Path, shown: str) -> None:
         raise PathError(f"{shown}: not a regular file")
 
 
-def collect(paths: list[str | os.PathLike[str]]) -> list[tuple[str, Path]]:
+def as_list(paths: PathArgs) -> list[str | os.PathLike[str]]:
+    """One path or several: ``commit("m", "out/")`` must not iterate the string's characters."""
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        return [paths]
+    return list(paths)
+
+
+def collect(paths: PathArgs) -> list[tuple[str, Path]]:
     """(stored path, file on disk) for every file the given paths contribute, sorted."""
+    paths = as_list(paths)
     if not paths:
         raise UsageError("nothing to commit: give at least one file or directory")
     found: dict[str, Path] = {}

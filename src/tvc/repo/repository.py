@@ -339,7 +339,7 @@ class Repository:
     def commit(
         self,
         model: str,
-        paths_: list[str | os.PathLike[str]],
+        paths_: paths.PathArgs,
         message: str = "",
         *,
         branch: str = names.DEFAULT_BRANCH,
@@ -374,7 +374,7 @@ class Repository:
             names.check_ref_name(t, "tag")
         progress = progress or NoProgress()
         staged = []
-        for rel, path in paths.collect(list(paths_)):
+        for rel, path in paths.collect(paths_):
             layout = formats.parse_file(path, parse=parse, allow_unsafe_pickle=allow_unsafe_pickle)
             staged.append(_Staged(rel, path, layout, path.stat()))
 
@@ -727,8 +727,8 @@ class Repository:
         listed = ", ".join(f.path for f in version.files[:10])
         raise UnknownRefError(f"{version.ref} has no file {path!r} (files: {listed})")
 
-    def iter_file(self, version: Version, path: str) -> Iterator[bytes]:
-        """The verified bytes of one file, chunk by chunk."""
+    def iter_file(self, version: Version, path: str) -> Iterator[bytes | memoryview]:
+        """The verified bytes of one file, chunk by chunk (bytes-like blocks)."""
         fe = self._file(version, path)
         manifest = self.manifest(fe.manifest_id)
         try:

@@ -16,5 +16,6 @@ Invariants (checked by ``tvc fsck``)
 2. Order of writes: pack → index rows (one transaction) → refs. So an index row only names a
    pack that exists, and a pack without index rows is garbage left by a crash, never data loss.
 3. Every chunk decodes to bytes whose BLAKE3 is its id; every pack hashes to its name.
-4. A delta chunk's base is an indexed chunk, and no delta chain is longer than ``MAX_DELTA_DEPTH``.
+4. A delta chunk's base is an indexed chunk, and no delta chain is longer than ``MAX_DELTA_DEPTH``
+   (the store writes deltas against full chunks only, so the chains it writes are one deep).
 """

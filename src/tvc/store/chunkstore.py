@@ -28,8 +28,9 @@ from tvc.store import codecs, hashing, index
 from tvc.store.backends.base import Backend, NotFound
 from tvc.store.packs import ENTRY, PackEntry, PackWriter, pack_object_name, parse_entry_header
 
-# A delta chunk is decoded from its base, which may itself be a delta: reading any chunk never
-# decodes more than this many bases. Fine-tune chains longer than this restart from a full chunk.
+# A delta chunk is decoded from its base. The store writes every delta against a full chunk (its
+# keyframe, see WriteSession._keyframe), so chains it writes are one delta deep; reading accepts
+# chains up to this bound and fsck flags longer ones.
 MAX_DELTA_DEPTH = 4
 PACK_TARGET = 64 * 1024 * 1024
 
@@ -139,7 +140,7 @@ class ChunkStore:
     # -- reads -----------------------------------------------------------------------------
     def read(
         self, cid: str, info: ChunkInfo | None = None, known: dict[str, ChunkInfo] | None = None
-    ) -> bytes:
+    ) -> codecs.Buffer:
         """The verified raw bytes of chunk ``cid`` (``known``: prefetched rows, bases included)."""
         info = info or (known.get(cid) if known else None) or self.info(cid)
         if info is None:
@@ -165,7 +166,7 @@ class ChunkStore:
             raise IntegrityError(f"chunk {cid} in {info.pack}: content does not match its hash")
         return raw
 
-    def read_many(self, ids: list[str]) -> Iterator[bytes]:
+    def read_many(self, ids: list[str]) -> Iterator[codecs.Buffer]:
         """Verified bytes of ``ids`` in order, decoded on worker threads."""
         infos = self.infos(ids, with_bases=True)
         missing = [i for i in ids if i not in infos]
@@ -215,19 +216,36 @@ class WriteSession:
         cid = hashing.digest(data)
         if self._known(cid):
             return _Prepared(cid, len(data), None, data)
-        base_raw, base_depth, hint = None, 0, None
-        if item.base and item.base != cid:
-            binfo = self.store.info(item.base)
-            if binfo and binfo.depth < MAX_DELTA_DEPTH and binfo.raw_len == len(data):
-                base_raw, base_depth = self.store.read(item.base, binfo), binfo.depth + 1
-                hint = binfo.plain_len
+        key = self._keyframe(item.base) if item.base and item.base != cid else None
+        if key is not None and key.raw_len != len(data):
+            key = None
         codec, payload, plain_len = codecs.encode_measured(
-            data, dtype=item.dtype, base=base_raw, plain_hint=hint
+            data,
+            dtype=item.dtype,
+            base=self.store.read(key.id, key) if key else None,
+            plain_hint=key.plain_len if key else None,
         )
         prepared = _Prepared(cid, len(data), payload, data, int(codec), plain_len=plain_len)
-        if codec == codecs.Codec.DELTA:
-            prepared.base, prepared.depth = item.base, base_depth
+        if codec == codecs.Codec.DELTA and key is not None:
+            prepared.base, prepared.depth = key.id, 1
         return prepared
+
+    def _keyframe(self, cid: str) -> ChunkInfo | None:
+        """The full (non-delta) chunk at the root of ``cid``'s delta chain: new deltas' base.
+
+        Coding against the keyframe rather than the parent's piece itself keeps every chain one
+        delta deep: a commit decodes one base per piece instead of a chain, a checkout at most
+        two payloads, and there is no periodic full copy when a chain reaches its bound. On the
+        bench's MiniLM fine-tunes it costs 0.8 % (FP32) to 3 % (BF16) more bytes than deltas
+        against the parent, and a chain that drifts far enough from its keyframe starts a new
+        one by itself: the delta is kept only when it is smaller than the plain encodings.
+        """
+        info = self.store.info(cid)
+        for _ in range(MAX_DELTA_DEPTH):
+            if info is None or info.base is None:
+                break
+            info = self.store.info(info.base)
+        return info if info is not None and info.base is None else None
 
     def _land(self, p: _Prepared) -> PutResult:
         if p.payload is None or p.id in self.pending:
