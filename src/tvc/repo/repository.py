@@ -24,13 +24,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import filelock
 import sqlalchemy as sa
 import tomli_w
 
-from tvc import formats
 from tvc.errors import (
     AmbiguousRefError,
     ConflictError,
@@ -43,38 +42,26 @@ from tvc.errors import (
 )
 from tvc.repo import db, names, paths
 from tvc.repo import schema as s
-from tvc.repo.manifest import Manifest, TensorEntry
+from tvc.repo.files import (
+    NoProgress,
+    Progress,
+    delta_pieces,
+    same_file,
+    stage,
+    store_files,
+    write_file,
+)
+from tvc.repo.manifest import Manifest
 from tvc.repo.version import FileEntry, Version, version_id
-from tvc.store import durable, hashing
+from tvc.store import durable
 from tvc.store.backends import LocalBackend
-from tvc.store.chunkstore import ChunkStore, PutItem, ordered_map
+from tvc.store.chunkstore import ChunkStore
 from tvc.store.index import chunks as chunks_t
 from tvc.store.index import packs as packs_t
 
 REGISTRY_DIR = ".tvc"
 FORMAT_VERSION = 1
 DEFAULT_LOCK_TIMEOUT = 60.0
-
-
-class Progress(Protocol):
-    """What long operations report to; the CLI renders it with Rich, the API ignores it."""
-
-    def start(self, description: str, total: int) -> None: ...
-
-    def advance(self, n: int) -> None: ...
-
-    def finish(self) -> None: ...
-
-
-class NoProgress:
-    def start(self, description: str, total: int) -> None:
-        pass
-
-    def advance(self, n: int) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -94,14 +81,6 @@ class CommitResult:
             "new_chunks": self.new_chunks,
             "chunks": self.total_chunks,
         }
-
-
-@dataclass
-class _Staged:
-    rel: str
-    path: Path
-    layout: formats.Layout
-    stat: os.stat_result
 
 
 def default_author() -> str:
@@ -373,10 +352,7 @@ class Repository:
         for t in tags:
             names.check_ref_name(t, "tag")
         progress = progress or NoProgress()
-        staged = []
-        for rel, path in paths.collect(paths_):
-            layout = formats.parse_file(path, parse=parse, allow_unsafe_pickle=allow_unsafe_pickle)
-            staged.append(_Staged(rel, path, layout, path.stat()))
+        staged = stage(paths_, parse=parse, allow_unsafe_pickle=allow_unsafe_pickle)
 
         with self.writing():
             with self.engine.connect() as conn:
@@ -404,9 +380,8 @@ class Repository:
             delta_sources = [v for v in (parent_v, base_v) if v is not None]
             session = self.store.session()
             try:
-                entries, new_chunks, total_chunks = self._store_files(
-                    staged, delta_sources, session, progress
-                )
+                pieces = delta_pieces(delta_sources, self.manifest)
+                entries, new_chunks, total_chunks = store_files(staged, pieces, session, progress)
                 return self._record(
                     model=model,
                     branch=branch,
@@ -429,85 +404,6 @@ class Repository:
             except BaseException:
                 session.abort()
                 raise
-
-    def _store_files(self, staged, delta_sources, session, progress):
-        pieces: dict[str, dict] = {}
-        for src in delta_sources:
-            for fe in src.files:
-                for key, cid in self.manifest(fe.manifest_id).piece_map().items():
-                    pieces.setdefault(fe.path, {}).setdefault(key, cid)
-                    pieces.setdefault("", {}).setdefault(key, cid)  # any file: renamed files
-
-        total = sum(st.layout.size for st in staged)
-        progress.start("commit", total)
-        entries: list[tuple[FileEntry, Manifest]] = []
-        new_chunks = total_chunks = 0
-        try:
-            for st in staged:
-                manifest, n_new, n_all = self._store_file(st, pieces, session, progress)
-                new_chunks += n_new
-                total_chunks += n_all
-                fe = FileEntry(st.rel, manifest.size, manifest.digest, manifest.format, manifest.id)
-                entries.append((fe, manifest))
-        finally:
-            progress.finish()
-        return entries, new_chunks, total_chunks
-
-    def _store_file(self, st: _Staged, pieces, session, progress) -> tuple[Manifest, int, int]:
-        layout = st.layout
-        own = pieces.get(st.rel, {})
-        anywhere = pieces.get("", {})
-        whole = hashing.hasher()
-        chunk_list: list[tuple[str, int]] = []
-        n_new = 0
-        with open(st.path, "rb") as f:
-            now = os.fstat(f.fileno())
-            if now.st_size != layout.size or now.st_mtime_ns != st.stat.st_mtime_ns:
-                raise UsageError(f"{st.path}: file changed while committing")
-            buf = _map(f, layout.size)
-            try:
-                specs = list(formats.iter_chunks(buf, layout))
-                shapes = {t.name: (t.dtype, tuple(t.shape)) for t in layout.tensors}
-
-                fd = f.fileno()
-
-                def reader(offset: int, length: int):
-                    def read() -> bytes:
-                        data = os.pread(fd, length, offset)
-                        if len(data) != length:
-                            raise UsageError(f"{st.path}: file changed while committing")
-                        return data
-
-                    return read
-
-                def items() -> Iterator[PutItem]:
-                    for sp in specs:
-                        base = None
-                        if sp.tensor is not None and sp.tensor in shapes:
-                            dtype, shape = shapes[sp.tensor]
-                            key = (sp.tensor, dtype, shape, sp.piece)
-                            base = own.get(key) or anywhere.get(key)
-                        yield PutItem(reader(sp.offset, sp.length), sp.dtype, sp.itemsize, base)
-
-                for res in session.put_many(items()):
-                    whole.update(res.data)
-                    chunk_list.append((res.id, res.raw_len))
-                    n_new += res.new
-                    progress.advance(res.raw_len)
-            finally:
-                del buf
-        tensors = [
-            TensorEntry(t.name, t.dtype, tuple(t.shape), t.offset, t.length) for t in layout.tensors
-        ]
-        manifest = Manifest(
-            size=layout.size,
-            digest=whole.hexdigest(),
-            format=layout.format,
-            chunks=chunk_list,
-            tensors=tensors,
-            metadata=layout.metadata,
-        )
-        return manifest, n_new, len(chunk_list)
 
     def _record(
         self,
@@ -768,7 +664,7 @@ class Repository:
             if target.exists() or target.is_symlink():
                 if not target.is_file() or target.is_symlink():
                     raise ExistsError(f"{target} exists and is not a regular file")
-                if _same_file(target, fe):
+                if same_file(target, fe):
                     continue
                 if not force:
                     raise ExistsError(f"{target} exists with other content (use --force)")
@@ -777,39 +673,11 @@ class Repository:
         progress.start("checkout", sum(fe.size for fe, _t in todo))
         try:
             for fe, target in todo:
-                self._write_file(version, fe, target, progress)
+                where = f"{version.ref}:{fe.path}"
+                write_file(self.store, self.manifest(fe.manifest_id), target, progress, where)
         finally:
             progress.finish()
         return [t for _fe, t in targets]
-
-    def _write_file(self, version: Version, fe: FileEntry, target: Path, progress) -> None:
-        """Decode, verify and write chunks on worker threads, each at its offset.
-
-        Every chunk is verified against its id and the manifest against its own id, so the
-        assembled file is the committed one without hashing it a second time. Materialized files
-        are not fsynced: they are copies, not repository state (a re-checkout restores them).
-        """
-        manifest = self.manifest(fe.manifest_id)
-        infos = self.store.infos((cid for cid, _n in manifest.chunks), with_bases=True)
-        jobs = list(zip(manifest.chunks, manifest.starts, strict=True))
-        with durable.atomic_file(target, sync=False) as out:
-            fd = out.fileno()
-            os.ftruncate(fd, manifest.size)
-
-            def land(job: tuple[tuple[str, int], int]) -> int:
-                (cid, n), offset = job
-                info = infos.get(cid)
-                if info is None:
-                    raise IntegrityError(f"chunk {cid} is not in the index")
-                data = self.store.read(cid, info, infos)
-                os.pwrite(fd, data, offset)
-                return n
-
-            try:
-                for n in ordered_map(land, jobs, self.store.workers):
-                    progress.advance(n)
-            except IntegrityError as exc:
-                raise IntegrityError(f"{exc} (in {version.ref}:{fe.path})") from exc
 
     def read(self, ref: str | Version, path: str) -> bytes:
         version = ref if isinstance(ref, Version) else self.resolve(ref)
@@ -941,25 +809,3 @@ def _savings(logical: int, ids, sizes: dict[str, tuple[int, int, int]]) -> dict[
         "stored_bytes": stored,
         "saved": {"dedup": logical - raw, "compression": raw - plain, "delta": plain - stored},
     }
-
-
-def _map(f, size: int):
-    """A read-only map of the file for the chunker (CDC needs the bytes; tensors only offsets)."""
-    import mmap
-
-    if size == 0:
-        return b""
-    return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-
-
-def _same_file(target: Path, fe: FileEntry) -> bool:
-    try:
-        if target.stat().st_size != fe.size:
-            return False
-    except OSError:
-        return False
-    h = hashing.hasher()
-    with open(target, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest() == fe.digest
