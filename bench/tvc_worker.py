@@ -6,7 +6,8 @@ while the process start-up (imports, opening the metadata DB) is paid once, as i
 training job that commits each checkpoint through ``tvc.Registry``.
 
 Requests: ``{"op": "commit", "model", "path", "message", "base"}``, ``{"op": "checkout", "ref",
-"dest"}``, ``{"op": "reset_peak"}`` (clears the peak RSS, Linux ``clear_refs``), ``{"op":
+"dest"}``, ``{"op": "checkpoint"}`` (fold the SQLite WAL into the DB, as closing does),
+``{"op": "reset_peak"}`` (clears the peak RSS, Linux ``clear_refs``), ``{"op":
 "peak"}`` (bytes) and ``{"op": "quit"}``.
 """
 
@@ -40,6 +41,10 @@ def main() -> None:
                 reply = {"ok": True, "ref": res.version.ref}
             elif op == "checkout":
                 reg.checkout(req["ref"], req["dest"])
+                reply = {"ok": True}
+            elif op == "checkpoint":
+                with reg.engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
                 reply = {"ok": True}
             elif op == "reset_peak":
                 with open("/proc/self/clear_refs", "w") as f:

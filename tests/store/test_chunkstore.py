@@ -120,3 +120,26 @@ def test_abort_removes_written_packs(engine, tmp_path):
     assert list(backend.list("packs/"))
     s.abort()
     assert list(backend.list("packs/")) == []
+
+
+def test_prefetched_bases_need_no_query_per_chunk(engine, tmp_path, monkeypatch):
+    """After ``prefetch``, unchanged pieces and delta bases are found without the index."""
+    store = make_store(engine, tmp_path)
+    rng = np.random.default_rng(3)
+    base = [rng.standard_normal(1 << 12).astype(np.float32) for _ in range(4)]
+    first = commit(store, [PutItem(a.tobytes(), "F32", 4) for a in base])
+    calls = []
+    monkeypatch.setattr(store, "info", lambda cid: calls.append(("info", cid)))
+    real_has = store.has
+    monkeypatch.setattr(store, "has", lambda cid: calls.append(("has", cid)) or real_has(cid))
+    session = store.session()
+    session.prefetch(r.id for r in first)
+    # piece 0 unchanged, pieces 1-3 fine-tuned: deltas against the prefetched rows
+    new = [base[0]] + [a + np.float32(1e-3) for a in base[1:]]
+    items = [PutItem(a.tobytes(), "F32", 4, base=r.id) for a, r in zip(new, first, strict=True)]
+    results = list(session.put_many(items))
+    with store.engine.begin() as conn:
+        session.index_into(conn)
+    assert not any(kind == "info" for kind, _ in calls)
+    assert [kind for kind, _ in calls] == ["has"] * 3  # only the three new chunks are looked up
+    assert not results[0].new and all(r.delta for r in results[1:])

@@ -88,6 +88,7 @@ def store_files(
     staged: list[Staged], pieces: Pieces, session: WriteSession, progress: Progress
 ) -> tuple[list[tuple[FileEntry, Manifest]], int, int]:
     """Store every staged file: (file entry, manifest) each, new chunks, all chunks."""
+    session.prefetch(cid for own in pieces.values() for cid in own.values())
     progress.start("commit", sum(st.layout.size for st in staged))
     entries: list[tuple[FileEntry, Manifest]] = []
     new_chunks = total_chunks = 0

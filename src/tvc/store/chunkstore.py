@@ -207,9 +207,23 @@ class WriteSession:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._discard = False
+        self._infos: dict[str, ChunkInfo] = {}  # prefetched index rows, read by the workers
+
+    def prefetch(self, ids: Iterable[str]) -> None:
+        """Load the index rows of chunks this session will meet (the delta sources' pieces).
+
+        One batched query instead of two or three per chunk on the worker threads: those are
+        pure Python and hold the GIL, which the encoders need between their numpy and zstd
+        calls (on a BF16 commit they were a quarter of the time). Call before ``put_many``.
+        """
+        self._infos.update(self.store.infos(ids, with_bases=True))
+
+    def _info(self, cid: str) -> ChunkInfo | None:
+        info = self._infos.get(cid)
+        return info if info is not None else self.store.info(cid)
 
     def _known(self, cid: str) -> bool:
-        return cid in self.pending or self.store.has(cid)
+        return cid in self.pending or cid in self._infos or self.store.has(cid)
 
     def _prepare(self, item: PutItem) -> _Prepared:
         data = item.data() if callable(item.data) else item.data
@@ -240,11 +254,11 @@ class WriteSession:
         against the parent, and a chain that drifts far enough from its keyframe starts a new
         one by itself: the delta is kept only when it is smaller than the plain encodings.
         """
-        info = self.store.info(cid)
+        info = self._info(cid)
         for _ in range(MAX_DELTA_DEPTH):
             if info is None or info.base is None:
                 break
-            info = self.store.info(info.base)
+            info = self._info(info.base)
         return info if info is not None and info.base is None else None
 
     def _land(self, p: _Prepared) -> PutResult:
