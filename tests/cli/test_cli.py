@@ -48,7 +48,8 @@ def test_story(reg, capsys):
     )
     doc = json.loads(out)
     assert code == 0 and doc["ref"] == "bert@v2"
-    assert set(doc) == {"ref", "id", "logical_bytes", "new_bytes", "new_chunks", "chunks"}
+    stored = {"logical_bytes", "new_bytes", "new_chunks", "chunks"}
+    assert stored | {"ref", "id", "model", "version", "params", "metrics", "files"} <= set(doc)
     assert doc["new_bytes"] < doc["logical_bytes"] / 3
 
     code, out, _ = run(capsys, "log", "bert", "--json")

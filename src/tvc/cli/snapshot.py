@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
 def init(
     directory: Path = typer.Argument(Path("."), help="Where to create .tvc/ (default: here)."),
     json_: bool = JsonOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
 ) -> None:
     """Create a registry: SQLite metadata + local packs in DIR/.tvc."""
     from tvc.api import Registry
@@ -28,7 +29,7 @@ def init(
     reg = Registry.init(directory)
     if json_:
         common.emit_json({"registry": str(reg.dir)})
-    else:
+    elif not (quiet or common.state.quiet):
         common.out.print(f"Initialized empty tvc registry in {reg.dir}")
     reg.close()
 

@@ -22,7 +22,7 @@ import time
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -65,17 +65,29 @@ DEFAULT_LOCK_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
-class CommitResult:
-    version: Version
-    logical_bytes: int  # size of the files committed
-    new_bytes: int  # bytes this commit added to the store (after dedup and compression)
-    new_chunks: int
-    total_chunks: int
+class CommitResult(Version):
+    """What ``commit`` returns: the new version itself, plus what storing it cost.
+
+    A ``Version`` (``.ref``, ``.id``, ``.files`` …), so ``reg.commit(...).ref`` reads like the
+    contract's ``commit -> Version``; ``.version`` is the plain record, as ``show`` returns it.
+    """
+
+    logical_bytes: int = 0  # size of the files committed
+    new_bytes: int = 0  # bytes this commit added to the store (after dedup and compression)
+    new_chunks: int = 0
+    total_chunks: int = 0
+
+    @classmethod
+    def of(cls, version: Version, **stored: int) -> CommitResult:
+        return cls(**{f.name: getattr(version, f.name) for f in fields(Version)}, **stored)
+
+    @property
+    def version(self) -> Version:
+        return Version(**{f.name: getattr(self, f.name) for f in fields(Version)})
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "ref": self.version.ref,
-            "id": self.version.id,
+            **super().to_json(),
             "logical_bytes": self.logical_bytes,
             "new_bytes": self.new_bytes,
             "new_chunks": self.new_chunks,
@@ -496,7 +508,13 @@ class Repository:
             for t in tags:
                 self._set_ref(conn, mid, "tag", t, vid, actor=author, reason="commit --tag")
             version = self._load_version(conn, vid)
-        return CommitResult(version, size, new_bytes, new_chunks, total_chunks)
+        return CommitResult.of(
+            version,
+            logical_bytes=size,
+            new_bytes=new_bytes,
+            new_chunks=new_chunks,
+            total_chunks=total_chunks,
+        )
 
     def _set_ref(
         self,
