@@ -122,6 +122,23 @@ def _plane_params() -> zstandard.ZstdCompressionParameters:
     )
 
 
+def _scratch(slot: str, nbytes: int) -> np.ndarray:
+    """A per-thread reusable byte buffer for the encoder's temporaries.
+
+    Encoding one 4 MiB piece used to allocate ~40 MiB of short-lived arrays (rotated words,
+    shifted words per plane); each fresh multi-MiB allocation is a new mapping whose pages
+    fault in again, which made page faults a third of a large commit's time. Slots are
+    per thread and only used within one call, so nothing outlives its use.
+    """
+    cache = getattr(_local, "scratch", None)
+    if cache is None:
+        cache = _local.scratch = {}
+    buf = cache.get(slot)
+    if buf is None or buf.nbytes < nbytes:
+        buf = cache[slot] = np.empty(max(nbytes, 1 << 16), np.uint8)
+    return buf[:nbytes]
+
+
 def _compressor(level: int | None) -> zstandard.ZstdCompressor:
     """A per-thread compressor for ``level`` (None: the plane coder).
 
@@ -232,17 +249,18 @@ def _delta_forward(data: memoryview, base: memoryview, op: int, width: int) -> n
     """The delta of ``data`` against ``base`` (same length) as a flat uint8 array.
 
     Trailing bytes that do not fill a word are XORed, as are all bytes for ``_OP_XOR``. Computed
-    in place in one output buffer: this runs once per changed piece on every commit.
+    in place in this thread's "delta" scratch buffer: valid until the thread's next call.
     """
     a, b = np.frombuffer(data, np.uint8), np.frombuffer(base, np.uint8)
+    out = _scratch("delta", len(a))  # consumed by the caller before this thread encodes again
     if op != _OP_SUB:
-        return np.bitwise_xor(a, b)
+        return np.bitwise_xor(a, b, out=out)
     n = len(a) // width
-    out = np.empty(len(a), np.uint8)
     words = np.dtype(f"<u{width}")
     signed = out[: n * width].view(f"<i{width}")
     np.subtract(a[: n * width].view(words), b[: n * width].view(words), out=signed.view(words))
-    sign = signed >> np.array(width * 8 - 1, signed.dtype)
+    sign = _scratch("shifted", n * width).view(signed.dtype)
+    np.right_shift(signed, np.array(width * 8 - 1, signed.dtype), out=sign)
     signed <<= np.array(1, signed.dtype)
     signed ^= sign
     np.bitwise_xor(a[n * width :], b[n * width :], out=out[n * width :])
@@ -309,7 +327,7 @@ def _encode_float(view: memoryview, itemsize: int, transform: int) -> bytes:
     elems = np.frombuffer(view, dtype=f"<u{itemsize}", count=n)
     if transform == _TRANSFORM_ROTATE:
         elems = _rotate_left(elems, itemsize)
-    planes = _split_planes(elems, itemsize)
+    planes = _split_planes(elems, itemsize)  # views of the "planes" scratch: used before return
     flags = 0
     lengths: list[int] = []
     parts: list[bytes | memoryview] = []
@@ -332,12 +350,23 @@ def _encode_float(view: memoryview, itemsize: int, transform: int) -> bytes:
 
 
 def _split_planes(elems: np.ndarray, itemsize: int) -> list[np.ndarray]:
-    """Plane k = byte k (little-endian) of every element, each plane contiguous."""
+    """Plane k = byte k (little-endian) of every element, each plane contiguous.
+
+    The planes live in this thread's "planes" scratch buffer: valid until the next call.
+    """
+    n = len(elems)
+    out = _scratch("planes", n * itemsize)
+    planes = [out[k * n : (k + 1) * n] for k in range(itemsize)]
     if itemsize <= 4:  # shifting whole words is ~2x faster than strided byte copies
-        return [
-            (elems >> np.array(8 * k, dtype=elems.dtype)).astype(np.uint8) for k in range(itemsize)
-        ]
-    return list(np.ascontiguousarray(elems.view(np.uint8).reshape(-1, itemsize).T))
+        shifted = _scratch("shifted", n * itemsize).view(elems.dtype)
+        for k, plane in enumerate(planes):
+            np.right_shift(elems, np.array(8 * k, dtype=elems.dtype), out=shifted)
+            np.copyto(plane, shifted, casting="unsafe")
+        return planes
+    grid = elems.view(np.uint8).reshape(-1, itemsize)
+    for k, plane in enumerate(planes):
+        plane[:] = grid[:, k]
+    return planes
 
 
 def _join_planes(planes: list[np.ndarray], itemsize: int, words: np.ndarray) -> None:
@@ -354,8 +383,14 @@ def _join_planes(planes: list[np.ndarray], itemsize: int, words: np.ndarray) -> 
 
 
 def _rotate_left(elems: np.ndarray, itemsize: int) -> np.ndarray:
+    """Each element rotated left by one bit, in this thread's "rotated" scratch buffer."""
     bits = np.array(itemsize * 8 - 1, dtype=elems.dtype)
-    return (elems << np.array(1, dtype=elems.dtype)) | (elems >> bits)
+    out = _scratch("rotated", elems.nbytes).view(elems.dtype)
+    low = _scratch("shifted", elems.nbytes).view(elems.dtype)
+    np.left_shift(elems, np.array(1, dtype=elems.dtype), out=out)
+    np.right_shift(elems, bits, out=low)
+    out |= low
+    return out
 
 
 def _rotate_right_inplace(elems: np.ndarray, itemsize: int) -> None:
