@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from tvc.errors import UsageError
 from tvc.registry import query as q
 from tvc.repo import schema as s
+from tvc.repo.repository import version_from_row
 from tvc.repo.version import Version
 
 
@@ -63,25 +64,7 @@ class SearchMixin:
                 stmt = stmt.limit(limit)
             rows = conn.execute(stmt).all()
             parents = self._parents_of(conn, [r.id for r in rows])
-        return [
-            Version(
-                id=r.id,
-                model=r.model_name,
-                number=r.number,
-                message=r.message,
-                author=r.author,
-                created=r.created,
-                params=r.params or {},
-                metrics={**(r.metrics or {}), **(r.extra_metrics or {})},
-                datasets=r.datasets or {},
-                code=r.code,
-                base=r.base,
-                parents=tuple(parents.get(r.id, ())),
-                state=r.state,
-                size=r.size,
-            )
-            for r in rows
-        ]
+        return [version_from_row(r, r.model_name, parents.get(r.id, [])) for r in rows]
 
     def _parents_of(self, conn: sa.Connection, ids: list[str]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = defaultdict(list)

@@ -95,6 +95,33 @@ class CommitResult(Version):
         }
 
 
+def version_from_row(
+    row: Any, model: str, parents: list[str], files: tuple[FileEntry, ...] = ()
+) -> Version:
+    """A ``Version`` from a ``versions`` table row (the one place that reads its columns).
+
+    Metrics added after the commit (``extra_metrics``) win over committed ones; the id covers
+    only the committed ``metrics`` column.
+    """
+    return Version(
+        id=row.id,
+        model=model,
+        number=row.number,
+        message=row.message,
+        author=row.author,
+        created=row.created,
+        params=row.params or {},
+        metrics={**(row.metrics or {}), **(row.extra_metrics or {})},
+        datasets=row.datasets or {},
+        code=row.code,
+        base=row.base,
+        parents=tuple(parents),
+        state=row.state,
+        size=row.size,
+        files=files,
+    )
+
+
 def default_author() -> str:
     env = os.environ.get("TVC_AUTHOR")
     if env:
@@ -287,25 +314,7 @@ class Repository:
                 f.version_id == vid
             )
             fs = tuple(FileEntry(*r) for r in conn.execute(q.order_by(f.path)))
-        return Version(
-            id=row.id,
-            model=row.name,
-            number=row.number,
-            message=row.message,
-            author=row.author,
-            created=row.created,
-            params=row.params or {},
-            # Metrics added after the commit (``extra_metrics``) win over committed ones; the id
-            # covers only the committed ``metrics`` column.
-            metrics={**(row.metrics or {}), **(row.extra_metrics or {})},
-            datasets=row.datasets or {},
-            code=row.code,
-            base=row.base,
-            parents=tuple(self._parents(conn, vid)),
-            state=row.state,
-            size=row.size,
-            files=fs,
-        )
+        return version_from_row(row, row.name, self._parents(conn, vid), fs)
 
     def version(self, vid: str) -> Version:
         with self.engine.connect() as conn:
