@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,15 @@ settings.register_profile(
 )
 settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+# Every `tvc` process the suite starts runs cold: no resident helper outlives a test.
+# tests/cli/test_daemon.py turns it on, in a directory of its own, and stops what it started.
+os.environ["TVC_DAEMON"] = "0"
+os.environ["TVC_DAEMON_DIR"] = tempfile.mkdtemp(prefix="tvcd-")  # never the user's helpers
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(os.environ["TVC_DAEMON_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

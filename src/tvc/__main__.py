@@ -1,3 +1,3 @@
-from tvc.cli.main import run
+from tvc.cli.launcher import run
 
 run()

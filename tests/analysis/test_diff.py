@@ -77,9 +77,9 @@ def test_unchanged_tensors_are_recognized_without_reading_them(two, monkeypatch)
     read: list[str] = []
     real = two.store.read
 
-    def spy(cid, info=None, known=None):
+    def spy(cid, info=None, known=None, **kw):
         read.append(cid)
-        return real(cid, info, known)
+        return real(cid, info, known, **kw)
 
     monkeypatch.setattr(two.store, "read", spy)
     a, b = two.resolve("mlp@v1"), two.resolve("mlp@v2")

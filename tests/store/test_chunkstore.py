@@ -98,6 +98,39 @@ def test_bit_flip_is_caught_on_read(engine, tmp_path):
         flipped.read(r.id)
 
 
+class _FlipPack(BitFlipBackend):
+    """Flips a byte only in reads of one pack."""
+
+    def __init__(self, inner, pack, at):
+        super().__init__(inner, at)
+        self.pack = pack
+
+    def _get(self, name, offset, length):
+        if name != self.pack:
+            return self.inner._get(name, offset, length)
+        return super()._get(name, offset, length)
+
+
+def test_a_damaged_delta_base_fails_the_delta_read(engine, tmp_path):
+    """Bases are decoded without a hash of their own: the delta's hash must catch them."""
+    store = make_store(engine, tmp_path)
+    arr = np.random.default_rng(2).standard_normal(1 << 14).astype(np.float32)
+    (base,) = commit(store, [PutItem(arr.tobytes(), "F32", 4)])
+    nxt = arr + np.float32(1e-3)
+    (delta,) = commit(store, [PutItem(nxt.tobytes(), "F32", 4, base=base.id)])
+    assert store.info(delta.id).base == base.id
+    pack = store.info(base.id).pack
+    assert store.info(delta.id).pack != pack
+    # Past the entry header: the payload itself, which still decodes, to the wrong floats.
+    inner = LocalBackend(tmp_path / "objects")
+    damaged = make_store(engine, tmp_path, _FlipPack(inner, pack, 4000))
+    with pytest.raises(IntegrityError, match=delta.id[:16]):
+        damaged.read(delta.id)
+    with pytest.raises(IntegrityError, match=base.id[:16]):
+        damaged.read(base.id)
+    assert bytes(store.read(delta.id)) == nxt.tobytes()
+
+
 def test_failed_pack_write_leaves_nothing_indexed(engine, tmp_path):
     inner = MemoryBackend()
     store = make_store(engine, tmp_path, FailingBackend(inner, put="E"))

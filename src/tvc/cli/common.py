@@ -28,6 +28,14 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 
 
+def reset_consoles() -> None:
+    """Build ``out`` and ``err`` again: a Console reads the terminal and environment when it is
+    made, and a child of the helper (:mod:`tvc.cli.daemon`) takes over another process's."""
+    global out, err
+    out = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False)
+
+
 class State:
     registry_path: str | None = None
     quiet: bool = False

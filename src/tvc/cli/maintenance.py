@@ -1,4 +1,4 @@
-"""Store health: stats, fsck, gc."""
+"""Store health (stats, fsck, gc) and the resident helper (daemon)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,19 @@ from rich.table import Table
 
 from tvc.cli import common
 from tvc.cli.common import JsonOpt, QuietOpt, human_bytes
+from tvc.errors import TvcError, UsageError
+
+daemon_app = typer.Typer(
+    help="The resident helper that spares each command the 0.4 s of Python imports.",
+    no_args_is_help=True,
+)
 
 
 def register(app: typer.Typer) -> None:
     app.command("stats")(stats)
     app.command("fsck")(fsck)
     app.command("gc")(gc)
+    app.add_typer(daemon_app, name="daemon")
 
 
 def stats(json_: bool = JsonOpt) -> None:
@@ -100,3 +107,60 @@ def gc(
         f"{res['packs_rewritten']} rewritten, {res['manifests_removed']} manifest(s), "
         f"{res['temp_files']} temp file(s)"
     )
+
+
+def _runtime_dir() -> str:
+    from tvc.cli import launcher
+
+    directory = launcher.runtime_dir()
+    if directory is None:
+        raise UsageError(
+            "no safe directory for the helper's socket: set TVC_DAEMON_DIR to a directory "
+            "only you can open (mode 700)"
+        )
+    return directory
+
+
+@daemon_app.command("status")
+def daemon_status(json_: bool = JsonOpt) -> None:
+    """List the running helpers; `current` marks the one this installation's commands use."""
+    from tvc.cli import launcher
+
+    directory = _runtime_dir()
+    current = launcher.helper_key()
+    helpers = launcher.live_helpers(directory)
+    for h in helpers:
+        h["current"] = h["key"] == current
+    if json_:
+        common.emit_json({"enabled": launcher.enabled(), "dir": directory, "helpers": helpers})
+        return
+    state = "on" if launcher.enabled() else "off (TVC_DAEMON=0)"
+    common.out.print(f"helper: {state}; sockets in {directory}")
+    for h in helpers:
+        started = common.when(h["started"]) if h.get("started") else "starting"
+        mark = " (current)" if h["current"] else ""
+        common.out.print(f"  pid {h.get('pid') or '-'}  since {started}  {h['key']}{mark}")
+    if not helpers:
+        common.out.print("  none running")
+
+
+@daemon_app.command("start")
+def daemon_start() -> None:
+    """Start this installation's helper now and wait until it accepts commands."""
+    from tvc.cli import launcher
+
+    if not launcher.enabled():
+        raise UsageError("the helper is off here (TVC_DAEMON=0, or not Linux)")
+    path = launcher.start_helper(_runtime_dir())
+    if path is None:
+        raise TvcError("the helper did not start within 30 s")
+    common.out.print(f"helper ready on {path}")
+
+
+@daemon_app.command("stop")
+def daemon_stop() -> None:
+    """Stop every helper of this user; each finishes the commands it is running first."""
+    from tvc.cli import launcher
+
+    stopped = launcher.stop_helpers(_runtime_dir())
+    common.out.print(f"stopped {len(stopped)} helper(s)")

@@ -1,0 +1,370 @@
+"""The resident helper: import tvc once, fork a fresh child for every ``tvc`` command.
+
+Started in the background by :mod:`tvc.cli.launcher` (``python -P -m tvc.cli.daemon BASE``)
+with ``BASE`` = ``<runtime dir>/<helper key>``. It holds ``BASE.lock`` for its whole life (one
+helper per key), listens on ``BASE.sock`` and describes itself in ``BASE.json``.
+
+The helper itself never runs a command, opens a registry or starts a thread of its own: each
+command runs in a child forked from the pristine, fully imported process, so a command sees
+exactly the state a cold ``tvc`` process would, and a crash or a leak dies with its child. The
+helper's loop is single-threaded: accept, fork, forward signals, reap, report the exit status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gc
+import io
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+
+from tvc.cli import launcher
+
+_RECHECK = 30.0  # seconds between checks that the code on disk is still the code loaded
+
+
+def _preload() -> None:
+    """Import every module a command may need, so no child pays for an import."""
+    import importlib
+    import pkgutil
+
+    import tvc
+
+    skip = ("tvc.__main__", "tvc.cli.daemon", "tvc.repo.migrations")
+    for mod in pkgutil.walk_packages(tvc.__path__, "tvc."):
+        if not mod.name.startswith(skip):
+            importlib.import_module(mod.name)
+    lazy = (
+        "alembic.command",
+        "alembic.config",
+        "gguf",
+        "rich._emoji_codes",
+        "rich.progress",
+        "rich.table",
+        "sqlalchemy.dialects.sqlite",
+        "sqlite3",
+    )
+    for name in lazy:  # what commands import on first use (found by diffing sys.modules)
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
+class Helper:
+    def __init__(self, base: str, listener: socket.socket, idle: float) -> None:
+        self.base = base
+        self.listener = listener
+        self.idle = idle
+        self.fingerprint = launcher.code_fingerprint(sys.path)
+        self.children: dict[int, socket.socket] = {}
+        self.inbox: dict[socket.socket, bytes] = {}  # partial frames from clients
+        self.stopping = False
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(listener, selectors.EVENT_READ)
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.sel.register(self.wake_r, selectors.EVENT_READ)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, self._stop)
+
+    def _stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def loop(self) -> None:
+        last_used = checked = time.monotonic()
+        while True:
+            if self.stopping:
+                self._close_listener()
+                if not self.children:
+                    return
+            now = time.monotonic()
+            wait = _RECHECK if self.children else max(0.0, self.idle - (now - last_used))
+            for key, _ in self.sel.select(min(wait, _RECHECK)):
+                if key.fileobj is self.listener and not self.stopping:
+                    self._accept()
+                elif key.fileobj == self.wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(self.wake_r, 512):
+                            pass
+                elif isinstance(key.fileobj, socket.socket):
+                    self._from_client(key.fileobj)
+            self._reap()
+            now = time.monotonic()
+            if self.children:
+                last_used = now
+            elif now - last_used >= self.idle:
+                self.stopping = True
+            if now - checked >= _RECHECK:
+                checked = now
+                if launcher.code_fingerprint(sys.path) != self.fingerprint:
+                    self.stopping = True
+
+    def _close_listener(self) -> None:
+        if self.listener.fileno() >= 0:
+            self.sel.unregister(self.listener)
+            self.listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.base + ".sock")
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        fds: list[int] = []
+        try:
+            conn.settimeout(5.0)
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            if struct.unpack("3i", creds)[1] != os.getuid():
+                return  # only this user may run commands as this user
+            head, fds, _, _ = socket.recv_fds(conn, launcher._HEADER.size, 3)
+            if len(head) != launcher._HEADER.size or len(fds) != 3:
+                return
+            protocol, size = launcher._HEADER.unpack(head)
+            if protocol != launcher.PROTOCOL or size > launcher.MAX_FRAME:
+                return
+            payload = bytearray()
+            while len(payload) < size:
+                part = conn.recv(min(1 << 20, size - len(payload)))
+                if not part:
+                    return
+                payload += part
+            request = _checked(launcher.load(bytes(payload)))
+            if launcher.code_fingerprint(sys.path) != self.fingerprint:
+                self.stopping = True  # stale: the client runs the command itself
+                return
+            pid = os.fork()
+            if pid == 0:
+                self._child(conn, fds, request)  # never returns
+            conn.settimeout(None)
+            self.children[pid] = conn
+            self.sel.register(conn, selectors.EVENT_READ)
+            conn = None  # kept
+        except (OSError, ValueError):
+            return
+        finally:
+            for fd in fds:
+                os.close(fd)
+            if conn is not None:
+                conn.close()
+
+    def _from_client(self, conn: socket.socket) -> None:
+        """A signal to forward, or EOF: the client is gone, so its command must stop too."""
+        pid = next((p for p, c in self.children.items() if c is conn), None)
+        try:
+            data = conn.recv(4096)
+        except OSError:
+            data = b""
+        if pid is None:
+            return
+        if not data:
+            self.inbox.pop(conn, None)
+            self.sel.unregister(conn)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            return
+        self.inbox[conn] = buf = self.inbox.get(conn, b"") + data
+        while len(buf) >= launcher._FRAME.size:
+            (size,) = launcher._FRAME.unpack_from(buf)
+            end = launcher._FRAME.size + size
+            if size > 1024:  # a signal message is a few bytes: this client is broken
+                buf = b""
+                break
+            if len(buf) < end:
+                break
+            with contextlib.suppress(ValueError, ProcessLookupError):
+                sig = launcher.load(buf[launcher._FRAME.size : end]).get("signal")
+                if sig in _ALLOWED_SIGNALS:
+                    os.kill(pid, sig)
+            buf = buf[end:]
+        self.inbox[conn] = buf
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = self.children.pop(pid, None)
+            if conn is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            report = {
+                "exit": code if code >= 0 else 128 - code,
+                "signal": -code if code < 0 else 0,
+                "maxrss": usage.ru_maxrss * 1024,
+                "utime": usage.ru_utime,
+                "stime": usage.ru_stime,
+                "minflt": usage.ru_minflt,
+            }
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(conn)
+            self.inbox.pop(conn, None)
+            with contextlib.suppress(OSError):
+                conn.settimeout(1.0)
+                conn.sendall(launcher.frame(report))
+            conn.close()
+
+    def _child(self, conn: socket.socket, fds: list[int], request: dict) -> None:
+        """In the forked child: become the client's process, run the command, exit."""
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            self.sel.close()
+            self.listener.close()
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            for other in self.children.values():
+                other.close()
+            conn.sendall(launcher.frame({"pid": os.getpid()}))
+            conn.close()
+            for target, fd in enumerate(fds):
+                os.dup2(fd, target)
+                os.close(fd)
+            fds.clear()
+            _become(request)
+            from tvc.cli.main import main
+
+            code = main(list(request["argv"]))
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(BrokenPipeError, ValueError, OSError):
+                    stream.flush()
+        except BaseException:  # report anything, then leave the child
+            with contextlib.suppress(BaseException):
+                sys.stderr.write("tvc: error: in the tvc helper:\n" + traceback.format_exc())
+                sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+_ALLOWED_SIGNALS = frozenset(
+    {
+        signal.SIGINT,
+        signal.SIGTERM,
+        signal.SIGHUP,
+        signal.SIGQUIT,
+        signal.SIGSTOP,
+        signal.SIGCONT,
+    }
+)
+
+
+def _checked(request: dict) -> dict:
+    """The request's fields with the types the child relies on, or ValueError."""
+    argv, cwd, env = request.get("argv"), request.get("cwd"), request.get("env")
+    streams = request.get("streams")
+    if not (
+        isinstance(argv, list)
+        and all(isinstance(a, str) for a in argv)
+        and isinstance(cwd, str)
+        and isinstance(env, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
+        and isinstance(request.get("umask"), int)
+        and isinstance(streams, list)
+        and len(streams) == 3
+        and all(isinstance(x, list) and len(x) == 2 for x in streams)
+    ):
+        raise ValueError("malformed request")
+    return request
+
+
+def _become(request: dict) -> None:
+    """Take on the client's working directory, environment, umask and stdio encodings."""
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.umask(int(request["umask"]))
+    (in_enc, in_err), (out_enc, out_err), (err_enc, err_err) = request["streams"]
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(
+        io.BufferedReader(io.FileIO(0, "r", closefd=False)),
+        encoding=in_enc,
+        errors=in_err,
+    )
+    sys.stdout = sys.__stdout__ = io.TextIOWrapper(
+        io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
+        encoding=out_enc,
+        errors=out_err,
+        line_buffering=os.isatty(1),
+    )
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(
+        io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
+        encoding=err_enc,
+        errors=err_err or "backslashreplace",
+        line_buffering=True,
+    )
+    sys.argv = ["tvc", *request["argv"]]
+    from tvc.cli import common
+
+    common.reset_consoles()
+
+
+def serve(base: str) -> None:
+    """Become the helper for ``base`` unless another process already is."""
+    lock_fd = os.open(base + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock_fd)
+        return
+    listener = None
+    try:
+        _preload()
+        from tvc.cli.main import _keep_freed_buffers, command
+
+        command()  # Typer's Click command, built once for every child
+        _keep_freed_buffers()
+        # What is loaded now stays: children's collections skip it and leave its pages shared.
+        gc.collect()
+        gc.freeze()
+        idle = float(os.environ.get("TVC_DAEMON_IDLE", launcher.DEFAULT_IDLE))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(base + ".sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o077)
+        try:
+            listener.bind(base + ".sock")
+        finally:
+            os.umask(old)
+        listener.listen(64)
+        helper = Helper(base, listener, idle)
+        info = {
+            "pid": os.getpid(),
+            "started": time.time(),
+            "socket": base + ".sock",
+            "python": sys.executable,
+            "tvc": os.path.dirname(os.path.dirname(os.path.abspath(launcher.__file__))),
+            "idle": idle,
+        }
+        tmp = f"{base}.json.{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(info, f)
+        os.replace(tmp, base + ".json")
+        helper.loop()
+    finally:
+        if listener is not None and listener.fileno() >= 0:
+            listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(base + ".sock")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(base + ".json")
+        os.close(lock_fd)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])

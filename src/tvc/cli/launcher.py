@@ -1,0 +1,371 @@
+"""The ``tvc`` console script: hand the command to a warm helper, or run it here.
+
+Why: a ``tvc`` process spends 0.35-0.40 s importing SQLAlchemy, numpy, Typer and Rich before
+it does 0.05-0.3 s of work on a typical checkpoint — most of a small commit. A resident helper
+(:mod:`tvc.cli.daemon`) imports all of it once and forks a fresh child per command, the way
+Gradle's daemon, Bazel's server or the ``forkserver`` of :mod:`multiprocessing` do. The child
+receives this process's stdin/stdout/stderr (``SCM_RIGHTS``), working directory, environment and
+umask, so it behaves as this process would; this process forwards signals and exits with the
+child's status.
+
+This module imports only the standard library (≈ 15 ms), since it runs before every command.
+If there is no helper, it runs the command in-process and starts one in the background for the
+next command. ``TVC_DAEMON=0`` turns the helper off; ``tvc daemon stop`` stops it; it exits by
+itself after ``TVC_DAEMON_IDLE`` seconds (default 600) without a command, or when the code it
+loaded changes on disk.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import struct
+import sys
+
+# The C modules under `socket` and `signal`: the same calls without the enum, functools and
+# selectors those wrappers import (≈ 8 ms of every command). Fallback for other Pythons.
+try:
+    import _signal as signal
+    import _socket as socket
+except ImportError:  # pragma: no cover
+    import signal  # type: ignore[no-redef]
+    import socket  # type: ignore[no-redef]
+
+try:
+    from _blake2 import blake2b  # hashlib's own, without the 3 ms of loading OpenSSL
+except ImportError:  # pragma: no cover - a Python built without it
+    from hashlib import blake2b
+
+TYPE_CHECKING = False  # not typing's: importing typing costs every command 11 ms
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+PROTOCOL = 1
+DEFAULT_IDLE = 600.0
+MAX_FRAME = 16 << 20
+# Client to helper: this header (with the three stdio fds attached), then a marshal'ed request.
+# After that both ways: frames of a 4-byte length and a marshal'ed dict. marshal, not json: it
+# is built in, and importing json (with re and enum) would cost every command 8 ms. Only
+# processes of the helper's own user can connect (SO_PEERCRED), so nothing crosses a trust
+# boundary; a malformed frame is still rejected with an error, never executed.
+_HEADER = struct.Struct("!II")  # protocol, request length
+_FRAME = struct.Struct("!I")
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# Environment that changes what an import does: other values need another helper.
+_IMPORT_ENV = ("PYTHON", "OPENBLAS_", "OMP_", "MKL_", "NUMPY_", "LD_")
+
+
+def enabled() -> bool:
+    """The helper is on unless ``TVC_DAEMON`` says 0/no/off/false, and only where it can work."""
+    if os.environ.get("TVC_DAEMON", "1").strip().lower() in {"0", "no", "off", "false"}:
+        return False
+    return sys.platform.startswith("linux") and hasattr(socket, "SCM_RIGHTS")
+
+
+def runtime_dir(create: bool = True) -> str | None:
+    """The per-user directory of sockets and pid files, or None when it is not safe to use.
+
+    ``TVC_DAEMON_DIR``, else ``$XDG_RUNTIME_DIR/tvc``, else ``/tmp/tvc-<uid>``. It must be a real
+    directory owned by this user and closed to everyone else (as ssh-agent and tmux check):
+    anyone who can connect to the socket can run commands as this user.
+    """
+    path = os.environ.get("TVC_DAEMON_DIR")
+    if not path:
+        xdg = os.environ.get("XDG_RUNTIME_DIR")
+        path = os.path.join(xdg, "tvc") if xdg else f"/tmp/tvc-{os.getuid()}"
+    if create:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError:
+            return None
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    import stat
+
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        return None
+    return path
+
+
+def code_fingerprint(paths: list[str]) -> str:
+    """Size and mtime of every tvc source file and of the import directories ``paths``.
+
+    A ``pip install`` or an edit changes it, so a helper never serves code older than what is
+    on disk: it compares this value before each command and exits when it moved.
+    """
+    import tvc
+
+    h = blake2b(digest_size=16)
+    root = os.path.dirname(tvc.__file__)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for name in sorted(filenames):
+            if name.endswith(".py"):
+                st = os.stat(os.path.join(dirpath, name))
+                h.update(f"{dirpath}/{name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    for entry in paths:
+        try:
+            h.update(f"{entry}:{os.stat(entry).st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{entry}:-\n".encode())
+    return h.hexdigest()
+
+
+def helper_key() -> str:
+    """Which helper may serve this process: same interpreter, import path, environment, code."""
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith(_IMPORT_ENV))
+    paths = sys.path[1:]  # [0] is the script's directory or the working directory
+    ident = [sys.executable, sys.version, paths, env, code_fingerprint(paths)]
+    return blake2b(repr(ident).encode(), digest_size=8).hexdigest()
+
+
+def _connect(path: str) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _stream_info(stream: object) -> list[str | None]:
+    return [getattr(stream, "encoding", None), getattr(stream, "errors", None)]
+
+
+def _request(argv: list[str]) -> bytes:
+    mask = os.umask(0)
+    os.umask(mask)
+    return marshal.dumps(
+        {
+            "argv": argv,
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+            "umask": mask,
+            "streams": [_stream_info(s) for s in (sys.stdin, sys.stdout, sys.stderr)],
+        }
+    )
+
+
+def frame(obj: dict) -> bytes:
+    data = marshal.dumps(obj)
+    return _FRAME.pack(len(data)) + data
+
+
+def load(data: bytes) -> dict:
+    """A request or frame body: a dict, or ValueError."""
+    try:
+        obj = marshal.loads(data)
+    except (EOFError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed message: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ValueError("malformed message: not a dict")
+    return obj
+
+
+class Frames:
+    """Frames from a socket; a partial frame at EOF is no frame."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+    def _fill(self, n: int) -> bool:
+        while len(self.buf) < n:
+            try:
+                data = self.sock.recv(max(4096, n - len(self.buf)))
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                return False
+            self.buf += data
+        return True
+
+    def next(self) -> dict | None:
+        if not self._fill(_FRAME.size):
+            return None
+        (size,) = _FRAME.unpack_from(self.buf)
+        if size > MAX_FRAME or not self._fill(_FRAME.size + size):
+            return None
+        body = self.buf[_FRAME.size : _FRAME.size + size]
+        self.buf = self.buf[_FRAME.size + size :]
+        try:
+            return load(body)
+        except ValueError:
+            return None
+
+
+def run_in_helper(path: str, argv: list[str]) -> int | None:
+    """Run ``argv`` in the helper at ``path``; its exit code, or None if it did not run.
+
+    None is returned only when the command certainly did not start (no helper, refused, or it
+    closed before the child announced itself), so running it here instead never runs it twice.
+    """
+    sock = _connect(path)
+    if sock is None:
+        return None
+    try:
+        payload = _request(argv)
+        try:
+            rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("3i", 0, 1, 2))
+            sock.sendmsg([_HEADER.pack(PROTOCOL, len(payload))], [rights])
+            sock.sendall(payload)
+        except OSError:  # a closed stdio fd, or the helper went away: nothing started
+            return None
+        frames = Frames(sock)
+        first = frames.next()
+        if first is None or "pid" not in first:
+            return None
+        return _wait(sock, frames)
+    finally:
+        sock.close()
+
+
+def _wait(sock: socket.socket, frames: Frames) -> int:
+    """Forward signals to the child until the helper reports how it ended."""
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            sock.sendall(frame({"signal": int(signum)}))
+        except OSError:
+            pass
+
+    def suspend(_signum: int, _frame: object) -> None:
+        # Ctrl-Z: stop the child, then this process; continue both on SIGCONT.
+        forward(signal.SIGSTOP, None)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)
+        signal.signal(signal.SIGTSTP, suspend)
+        forward(signal.SIGCONT, None)
+
+    for sig in _FORWARDED:
+        signal.signal(sig, forward)
+    signal.signal(signal.SIGTSTP, suspend)
+    end = frames.next()
+    for sig in (*_FORWARDED, signal.SIGTSTP):
+        signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler)
+    report = os.environ.get("TVC_DAEMON_REPORT")
+    if report and end is not None:  # the child's resource usage, for benchmarks and diagnosis
+        import json
+
+        with open(report, "a") as f:
+            f.write(json.dumps(end) + "\n")
+    if end is None:
+        sys.stderr.write("tvc: error: the tvc helper process ended during the command\n")
+        return 1
+    killed = end.get("signal")
+    if killed:  # die the way the child did, so shells and CI see the same status
+        sys.stdout.flush()
+        try:
+            signal.signal(killed, signal.SIG_DFL)
+        except (OSError, ValueError):  # SIGKILL and SIGSTOP keep their default anyway
+            pass
+        os.kill(os.getpid(), killed)
+    return int(end["exit"])
+
+
+def spawn(directory: str, key: str) -> None:
+    """Start a helper for ``key`` in the background; it exits at once if one is already up."""
+    import subprocess  # 3 ms: only when a helper starts
+
+    cmd = [sys.executable, "-P", "-m", "tvc.cli.daemon", os.path.join(directory, key)]
+    try:
+        subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd="/",
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError:
+        pass
+
+
+def live_helpers(directory: str) -> list[dict]:
+    """The helpers running in ``directory``: a helper holds its ``.lock`` for its whole life."""
+    import fcntl
+    import json
+
+    found = []
+    for name in sorted(os.listdir(directory)):
+        if not name.endswith(".lock"):
+            continue
+        base = os.path.join(directory, name[: -len(".lock")])
+        fd = os.open(base + ".lock", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                with open(base + ".json") as f:
+                    info = json.load(f)
+            except (OSError, ValueError):
+                info = {"pid": None, "socket": base + ".sock"}  # still importing
+            info["key"] = os.path.basename(base)
+            found.append(info)
+        finally:
+            os.close(fd)
+    return found
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def start_helper(directory: str, timeout: float = 30.0) -> str | None:
+    """Start this installation's helper (if it is not up) and wait until it accepts; its socket."""
+    key = helper_key()
+    path = os.path.join(directory, key) + ".sock"
+
+    def ready() -> bool:
+        sock = _connect(path)
+        if sock is not None:
+            sock.close()
+        return sock is not None
+
+    if not ready():
+        spawn(directory, key)
+    return path if wait_until(ready, timeout) else None
+
+
+def stop_helpers(directory: str, timeout: float = 30.0) -> list[dict]:
+    """Ask every helper in ``directory`` to stop (each finishes its running commands first)."""
+    stopped = []
+    for info in live_helpers(directory):
+        if info.get("pid"):
+            try:
+                os.kill(info["pid"], signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            stopped.append(info)
+    keys = {i["key"] for i in stopped}
+    wait_until(lambda: not keys & {i["key"] for i in live_helpers(directory)}, timeout)
+    return stopped
+
+
+def run() -> None:  # pragma: no cover - exercised through subprocesses in tests/cli/test_daemon.py
+    """The console script."""
+    argv = sys.argv[1:]
+    if enabled() and argv[:1] != ["daemon"]:
+        directory = runtime_dir()
+        if directory is not None:
+            key = helper_key()
+            code = run_in_helper(os.path.join(directory, key) + ".sock", argv)
+            if code is not None:
+                sys.exit(code)
+            spawn(directory, key)
+    from tvc.cli.main import run as run_here
+
+    run_here()

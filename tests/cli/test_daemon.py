@@ -1,0 +1,322 @@
+"""The resident helper (tvc.cli.daemon) behind the console script (tvc.cli.launcher).
+
+Every test starts `tvc` as a real process, as a user's shell does, with the helper on and its
+sockets in a fresh directory, and stops every helper it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import filelock
+import pytest
+
+from tvc.cli import launcher
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the helper is Linux-only"
+)
+
+
+class Shell:
+    """Runs `tvc` in a registry directory with the helper on."""
+
+    def __init__(self, root: Path, rundir: str) -> None:
+        self.root = root
+        self.rundir = rundir
+        self.env = {**os.environ, "TVC_DAEMON": "1", "TVC_DAEMON_DIR": rundir}
+        self.env.pop("TVC_DIR", None)
+
+    def cmd(self, *argv: str) -> list[str]:
+        return [sys.executable, "-m", "tvc", *argv]
+
+    def run(self, *argv: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            self.cmd(*argv),
+            cwd=cwd or self.root,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def helpers(self) -> list[dict]:
+        return launcher.live_helpers(self.rundir)
+
+    def wait_for_helper(self) -> dict:
+        assert launcher.wait_until(lambda: any(h.get("pid") for h in self.helpers()), 30)
+        assert launcher.wait_until(lambda: Path(self.helpers()[0]["socket"]).exists(), 30)
+        return self.helpers()[0]
+
+    def children(self, helper_pid: int) -> list[int]:
+        ps = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(helper_pid)], capture_output=True, text=True
+        )
+        return [int(p) for p in ps.stdout.split()]
+
+
+@pytest.fixture
+def sh(tmp_path, monkeypatch):
+    # A short directory: a Unix socket path has at most 107 bytes.
+    rundir = tempfile.mkdtemp(prefix="tvcd-")
+    monkeypatch.setenv("TVC_DAEMON_DIR", rundir)
+    root = tmp_path / "work"
+    root.mkdir()
+    shell = Shell(root, rundir)
+    assert shell.run("init", "-q", TVC_DAEMON="0").returncode == 0
+    yield shell
+    launcher.stop_helpers(rundir, timeout=30)
+    assert not shell.helpers()
+    shutil.rmtree(rundir, ignore_errors=True)
+
+
+def _model(root: Path, name: str = "model.bin", data: bytes = b"weights v1") -> Path:
+    p = root / name
+    p.write_bytes(data)
+    return p
+
+
+def test_first_command_starts_the_helper_and_later_ones_use_it(sh):
+    _model(sh.root)
+    first = sh.run("commit", "m", "model.bin", "-m", "one")
+    assert first.returncode == 0, first.stderr
+    helper = sh.wait_for_helper()
+    report = sh.root / "report.jsonl"
+    second = sh.run("log", "m", TVC_DAEMON_REPORT=str(report))
+    assert second.returncode == 0 and "one" in second.stdout
+    (line,) = report.read_text().splitlines()
+    usage = json.loads(line)  # the command ran in a child of the helper, which reported it
+    assert usage["exit"] == 0 and usage["signal"] == 0 and usage["maxrss"] > 0
+    assert sh.helpers()[0]["pid"] == helper["pid"]
+
+
+def test_output_and_exit_codes_match_a_cold_process(sh):
+    _model(sh.root)
+    sh.run("daemon", "start")
+    sh.wait_for_helper()
+    cases = [
+        ("commit", "m", "model.bin", "-m", "one", "--json"),
+        ("log", "m"),
+        ("show", "m@v1", "--json"),
+        ("show", "m@v9"),  # unknown ref
+        ("commit", "m", "../outside", "-m", "x"),  # path outside the working tree
+        ("no-such-command",),  # usage error (Typer's exit 2)
+        ("--version",),
+    ]
+    for argv in cases:
+        warm = sh.run(*argv, TVC_DAEMON_REPORT=str(sh.root / "r"))
+        if argv[0] == "commit" and argv[-1] == "--json":
+            sh.run("tag", "m@v1", "first")  # the cold run below must not find v1 new again
+            cold = warm
+        else:
+            cold = sh.run(*argv, TVC_DAEMON="0")
+        assert (warm.returncode, warm.stdout, warm.stderr) == (
+            cold.returncode,
+            cold.stdout,
+            cold.stderr,
+        ), argv
+    reports = [json.loads(x) for x in (sh.root / "r").read_text().splitlines()]
+    assert len(reports) == len(cases) and {r["exit"] for r in reports} >= {0, 2, 4}
+
+
+def test_the_child_takes_the_clients_directory_environment_and_umask(sh):
+    sub = sh.root / "deep" / "er"
+    sub.mkdir(parents=True)
+    _model(sub, "w.bin")
+    sh.run("daemon", "start")
+    r = sh.run("commit", "m", "w.bin", "-m", "from a subdirectory", cwd=sub, TVC_AUTHOR="ada")
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(sh.run("show", "m", "--json").stdout)
+    assert shown["author"] == "ada"
+    assert [f["path"] for f in shown["files"]] == ["w.bin"]  # found from the subdirectory
+    other = sh.root.parent / "elsewhere"
+    r = sh.run("log", "m", cwd=sh.root.parent, TVC_DIR=str(sh.root / ".tvc"))
+    assert r.returncode == 0 and "from a subdirectory" in r.stdout, r.stderr
+    out = sh.root / "co"
+    r = subprocess.run(
+        ["sh", "-c", f"umask 077 && exec {' '.join(sh.cmd('checkout', 'm', str(out)))}"],
+        cwd=sh.root,
+        env=sh.env,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert (out / "w.bin").stat().st_mode & 0o077 == 0
+    assert not other.exists()
+
+
+def _held_lock(root: Path) -> filelock.FileLock:
+    lock = filelock.FileLock(str(root / ".tvc" / "lock"))
+    lock.acquire()
+    return lock
+
+
+def _wait_child(sh: Shell, pid: int) -> int:
+    assert launcher.wait_until(lambda: sh.children(pid), 30)
+    return sh.children(pid)[0]
+
+
+def test_ctrl_c_reaches_the_command(sh):
+    _model(sh.root)
+    helper = sh.wait_for_helper() if sh.run("daemon", "start").returncode == 0 else None
+    lock = _held_lock(sh.root)  # the commit waits for the writer lock: a command in flight
+    try:
+        p = subprocess.Popen(
+            sh.cmd("commit", "m", "model.bin", "-m", "x"), cwd=sh.root, env=sh.env, text=True
+        )
+        _wait_child(sh, helper["pid"])
+        p.send_signal(signal.SIGINT)
+        assert p.wait(30) == 130  # as a cold process interrupted there exits
+    finally:
+        lock.release()
+    assert launcher.wait_until(lambda: not sh.children(helper["pid"]), 30)
+    assert sh.run("log", "m").returncode == 4  # nothing was committed
+
+
+def test_a_killed_client_takes_its_command_down(sh):
+    _model(sh.root)
+    sh.run("daemon", "start")
+    helper = sh.wait_for_helper()
+    lock = _held_lock(sh.root)
+    try:
+        p = subprocess.Popen(sh.cmd("commit", "m", "model.bin", "-m", "x"), cwd=sh.root, env=sh.env)
+        _wait_child(sh, helper["pid"])
+        p.kill()
+        p.wait(30)
+        assert launcher.wait_until(lambda: not sh.children(helper["pid"]), 30)
+    finally:
+        lock.release()
+    assert sh.run("log", "m").returncode == 4
+
+
+def test_a_client_dies_the_way_its_command_died(sh):
+    _model(sh.root)
+    sh.run("daemon", "start")
+    helper = sh.wait_for_helper()
+    lock = _held_lock(sh.root)
+    try:
+        p = subprocess.Popen(sh.cmd("commit", "m", "model.bin", "-m", "x"), cwd=sh.root, env=sh.env)
+        os.kill(_wait_child(sh, helper["pid"]), signal.SIGKILL)
+        assert p.wait(30) == -signal.SIGKILL
+    finally:
+        lock.release()
+
+
+def test_concurrent_commands(sh):
+    for i in range(4):
+        _model(sh.root, f"w{i}.bin", bytes([i]) * 1000)
+    sh.run("daemon", "start")
+    procs = [
+        subprocess.Popen(
+            sh.cmd("commit", f"m{i}", f"w{i}.bin", "-m", f"c{i}", "--json"),
+            cwd=sh.root,
+            env=sh.env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    outs = [p.communicate(timeout=60)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4
+    assert sorted(json.loads(o)["model"] for o in outs) == ["m0", "m1", "m2", "m3"]
+
+
+def test_hostile_or_broken_clients_do_not_stop_the_helper(sh):
+    sh.run("daemon", "start")
+    helper = sh.wait_for_helper()
+    path = helper["socket"]
+    for junk in (b"", b"\x00" * 3, b"garbage that is not a header", b"\xff" * 8):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(path)
+            s.sendall(junk)
+    with socket.socket(socket.AF_UNIX) as s:  # a header with fds but a lying length
+        s.connect(path)
+        socket.send_fds(s, [launcher._HEADER.pack(launcher.PROTOCOL, 1 << 30)], [0, 1, 2])
+    with socket.socket(socket.AF_UNIX) as s:  # another protocol
+        s.connect(path)
+        socket.send_fds(s, [launcher._HEADER.pack(99, 2)], [0, 1, 2])
+        s.sendall(b"{}")
+        try:
+            assert s.recv(100) == b""  # refused: nothing ran
+        except ConnectionResetError:
+            pass
+    r = sh.run("log", "--help", TVC_DAEMON_REPORT=str(sh.root / "r"))
+    assert r.returncode == 0 and (sh.root / "r").exists()
+    assert sh.helpers()[0]["pid"] == helper["pid"]
+
+
+def test_a_stale_helper_refuses_and_exits(sh, tmp_path):
+    """Code on disk changed since the helper imported it: it runs nothing more and leaves."""
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    sh.env["PYTHONPATH"] = str(extra)
+    sh.run("daemon", "start")
+    helper = sh.wait_for_helper()
+    (extra / "new_module.py").write_text("")  # an install into an import directory
+    os.utime(extra, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert launcher.run_in_helper(helper["socket"], ["--version"]) is None
+    assert launcher.wait_until(lambda: not sh.helpers(), 30)
+    r = sh.run("--version")  # runs cold, and starts a fresh helper
+    assert r.returncode == 0
+    assert sh.wait_for_helper()["pid"] != helper["pid"]
+
+
+def test_idle_helper_exits_and_cleans_up(sh):
+    sh.env["TVC_DAEMON_IDLE"] = "0.5"
+    sh.run("daemon", "start")
+    helper = sh.wait_for_helper()
+    assert launcher.wait_until(lambda: not sh.helpers(), 30)
+    assert not Path(helper["socket"]).exists()
+    assert not Path(helper["socket"]).with_suffix(".json").exists()
+
+
+def test_one_helper_per_key(sh):
+    sh.run("daemon", "start")
+    helper = sh.wait_for_helper()
+    base = helper["socket"][: -len(".sock")]
+    second = subprocess.run(
+        [sys.executable, "-P", "-m", "tvc.cli.daemon", base], env=sh.env, timeout=60
+    )
+    assert second.returncode == 0
+    assert [h["pid"] for h in sh.helpers()] == [helper["pid"]]
+
+
+def test_unsafe_directory_means_no_helper(sh, tmp_path):
+    open_dir = tmp_path / "open"
+    open_dir.mkdir(mode=0o777)
+    open_dir.chmod(0o777)
+    r = sh.run("log", "--help", TVC_DAEMON_DIR=str(open_dir))
+    assert r.returncode == 0
+    assert list(open_dir.iterdir()) == []  # ran cold, started nothing
+    r = sh.run("daemon", "status", TVC_DAEMON_DIR=str(open_dir))
+    assert r.returncode == 2 and "mode 700" in r.stderr
+
+
+def test_off_switch(sh):
+    r = sh.run("log", "--help", TVC_DAEMON="0")
+    assert r.returncode == 0
+    time.sleep(0.3)
+    assert not sh.helpers()
+    status = json.loads(sh.run("daemon", "status", "--json", TVC_DAEMON="0").stdout)
+    assert status["enabled"] is False and status["helpers"] == []
+
+
+def test_status_and_stop(sh):
+    sh.run("daemon", "start")
+    helper = sh.wait_for_helper()
+    status = json.loads(sh.run("daemon", "status", "--json").stdout)
+    (listed,) = status["helpers"]
+    assert listed["pid"] == helper["pid"] and listed["current"] is True
+    r = sh.run("daemon", "stop")
+    assert r.returncode == 0 and "stopped 1" in r.stdout
+    assert not sh.helpers()
+    assert "none running" in sh.run("daemon", "status", TVC_DAEMON="0").stdout
