@@ -1147,7 +1147,8 @@ def report(res: dict[str, Any]) -> str:
             if "error" in st:
                 rows.append([name, "ERROR", st["error"][:100], ""])
             else:
-                rows.append([name, f"{st['seconds']:.2f}", mb(st["rss"]), f"`{st['cmd']}`"])
+                rss = mb(st["rss"]) if st["rss"] else "-"
+                rows.append([name, f"{st['seconds']:.2f}", rss, f"`{st['cmd']}`"])
         out.append(table(["tool", "start s", "RSS MB", "command"], rows))
         out.append("")
 
@@ -1340,6 +1341,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3, help="runs per chain; medians (default 3)")
     ap.add_argument("--large-runs", type=int, default=1, help="runs of the 4 GB pair (default 1)")
     ap.add_argument("--quick", action="store_true", help="no 4 GB pair, one run")
+    ap.add_argument("--no-large", action="store_true", help="no 4 GB pair")
     ap.add_argument("--only", default=",".join(ALL_TOOLS), help="tools, e.g. tvc,borg")
     ap.add_argument("--no-single", action="store_true", help="skip single-file compression")
     ap.add_argument(
@@ -1371,7 +1373,8 @@ def main() -> None:
         log(f"  {k}: {val}")
 
     started, t0 = time.time(), time.perf_counter()
-    items = corpus.build(large=not args.quick, log=log)
+    large = not (args.quick or args.no_large)
+    items = corpus.build(large=large, log=log)
     log(f"corpus ready ({time.perf_counter() - t0:.0f} s)")
     chains = [
         Chain(
@@ -1385,7 +1388,7 @@ def main() -> None:
             "bf16", "the same versions in BF16", [i for i in items if i.dtype == "BF16"], args.runs
         ),
     ]
-    if not args.quick:
+    if large:
         chains.append(
             Chain(
                 "large",
