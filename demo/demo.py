@@ -238,6 +238,13 @@ def main() -> None:
     sh("stats")
     sh("fsck", "--read-data", "-q")
     print(f"\ndemo finished in {time.perf_counter() - t0:.1f} s; registry in {WORK}")
+    status = json.loads(sh("daemon", "status", "--json", show=False))
+    if any(h["current"] for h in status["helpers"]):
+        print(
+            "The tvc helper that made every command after the first one fast stays up until "
+            f"{int(status['helpers'][0].get('idle', 600))} s pass without a command; "
+            "`tvc daemon stop` ends it now."
+        )
 
 
 if __name__ == "__main__":
