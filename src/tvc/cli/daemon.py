@@ -245,6 +245,8 @@ class Helper:
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(BrokenPipeError, ValueError, OSError):
                     stream.flush()
+        except KeyboardInterrupt:  # Ctrl-C before the command started
+            code = 130
         except BaseException:  # report anything, then leave the child
             with contextlib.suppress(BaseException):
                 sys.stderr.write("tvc: error: in the tvc helper:\n" + traceback.format_exc())
@@ -324,10 +326,18 @@ def serve(base: str) -> None:
         return
     listener = None
     try:
-        _preload()
-        from tvc.cli.main import _keep_freed_buffers, command
+        try:
+            _preload()
+            from tvc.cli.main import _keep_freed_buffers, command
 
-        command()  # Typer's Click command, built once for every child
+            command()  # Typer's Click command, built once for every child
+        except Exception:
+            # Say why, and keep clients from starting a helper that fails again with every
+            # command: they see this file and run cold until the code changes (another key)
+            # or `tvc daemon stop` clears it.
+            with open(base + ".failed", "w") as f:
+                f.write(traceback.format_exc())
+            return
         _keep_freed_buffers()
         # What is loaded now stays: children's collections skip it and leave its pages shared.
         gc.collect()

@@ -19,6 +19,7 @@ loaded changes on disk.
 
 from __future__ import annotations
 
+import contextlib
 import marshal
 import os
 import stat
@@ -93,10 +94,10 @@ def runtime_dir(create: bool = True) -> str | None:
 
 
 def code_fingerprint(paths: list[str]) -> str:
-    """Size and mtime of every tvc source file and of the import directories ``paths``.
+    """Size and mtime of every tvc source file, and what is installed in ``paths``.
 
-    A ``pip install`` or an edit changes it, so a helper never serves code older than what is
-    on disk: it compares this value before each command and exits when it moved.
+    An edit of tvc or a ``pip install`` changes it, so a helper never serves code older than
+    what is on disk: it compares this value before each command and exits when it moved.
     """
     import tvc
 
@@ -109,11 +110,27 @@ def code_fingerprint(paths: list[str]) -> str:
                 st = os.stat(os.path.join(dirpath, name))
                 h.update(f"{dirpath}/{name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     for entry in paths:
-        try:
-            h.update(f"{entry}:{os.stat(entry).st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{entry}:-\n".encode())
+        h.update(f"{entry}:{_installed(entry)}\n".encode())
     return h.hexdigest()
+
+
+_INSTALL_MARKS = (".dist-info", ".egg-info", ".egg-link", ".pth")
+
+
+def _installed(entry: str) -> str:
+    """What an install or upgrade changes in an import directory: its distributions' metadata
+    directories (named with their versions) and .pth files. Not the directory's mtime, which
+    moves whenever Python first writes a __pycache__ there."""
+    try:
+        names = os.listdir(entry)
+    except NotADirectoryError:  # a zip on sys.path
+        try:
+            return str(os.stat(entry).st_mtime_ns)
+        except OSError:
+            return "-"
+    except OSError:
+        return "-"
+    return ",".join(sorted(n for n in names if n.endswith(_INSTALL_MARKS)))
 
 
 def helper_key() -> str:
@@ -270,7 +287,13 @@ def _wait(sock: socket.socket, frames: Frames) -> int:
 
 
 def spawn(directory: str, key: str) -> None:
-    """Start a helper for ``key`` in the background; it exits at once if one is already up."""
+    """Start a helper for ``key`` in the background; it exits at once if one is already up.
+
+    Not when a helper for ``key`` failed to start (``KEY.failed`` holds why): it would fail
+    again with every command.
+    """
+    if os.path.exists(os.path.join(directory, key) + ".failed"):
+        return
     import subprocess  # 3 ms: only when a helper starts
 
     cmd = [sys.executable, "-P", "-m", "tvc.cli.daemon", os.path.join(directory, key)]
@@ -289,15 +312,24 @@ def spawn(directory: str, key: str) -> None:
 
 
 def live_helpers(directory: str) -> list[dict]:
-    """The helpers running in ``directory``: a helper holds its ``.lock`` for its whole life."""
+    """The helpers running in ``directory`` (a helper holds its ``.lock`` for its whole life),
+    and those that failed to start (``failed``: the last line of the error)."""
     import fcntl
     import json
 
     found = []
     for name in sorted(os.listdir(directory)):
+        if name.endswith(".failed"):
+            with open(os.path.join(directory, name), errors="replace") as f:
+                lines = f.read().strip().splitlines()
+            error = lines[-1] if lines else "unknown error"
+            found.append({"pid": None, "key": name[: -len(".failed")], "failed": error})
+            continue
         if not name.endswith(".lock"):
             continue
         base = os.path.join(directory, name[: -len(".lock")])
+        if os.path.exists(base + ".failed"):  # listed above; its process is on its way out
+            continue
         fd = os.open(base + ".lock", os.O_RDONLY | os.O_CLOEXEC)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -345,14 +377,20 @@ def stop_helpers(directory: str, timeout: float = 30.0) -> list[dict]:
     """Ask every helper in ``directory`` to stop (each finishes its running commands first)."""
     stopped = []
     for info in live_helpers(directory):
-        if info.get("pid"):
+        if info.get("failed"):  # let the next command try again
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, info["key"]) + ".failed")
+        elif info.get("pid"):
             try:
                 os.kill(info["pid"], signal.SIGTERM)
             except ProcessLookupError:
                 continue
             stopped.append(info)
     keys = {i["key"] for i in stopped}
-    wait_until(lambda: not keys & {i["key"] for i in live_helpers(directory)}, timeout)
+    wait_until(
+        lambda: not keys & {i["key"] for i in live_helpers(directory) if not i.get("failed")},
+        timeout,
+    )
     return stopped
 
 

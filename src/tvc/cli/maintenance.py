@@ -137,8 +137,11 @@ def daemon_status(json_: bool = JsonOpt) -> None:
     state = "on" if launcher.enabled() else "off (TVC_DAEMON=0)"
     common.out.print(f"helper: {state}; sockets in {directory}")
     for h in helpers:
-        started = common.when(h["started"]) if h.get("started") else "starting"
         mark = " (current)" if h["current"] else ""
+        if h.get("failed"):
+            common.out.print(f"  failed to start  {h['key']}{mark}: {h['failed']}")
+            continue
+        started = common.when(h["started"]) if h.get("started") else "starting"
         common.out.print(f"  pid {h.get('pid') or '-'}  since {started}  {h['key']}{mark}")
     if not helpers:
         common.out.print("  none running")
@@ -159,7 +162,8 @@ def daemon_start() -> None:
 
 @daemon_app.command("stop")
 def daemon_stop() -> None:
-    """Stop every helper of this user; each finishes the commands it is running first."""
+    """Stop every helper of this user (each finishes the commands it is running first), and
+    forget helpers that failed to start, so the next command tries again."""
     from tvc.cli import launcher
 
     stopped = launcher.stop_helpers(_runtime_dir())
