@@ -98,3 +98,19 @@ def move_into_place(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -
 def fsync_file(f: BinaryIO) -> None:
     f.flush()
     os.fsync(f.fileno())
+
+
+def release_cached(f: BinaryIO) -> None:
+    """Let the kernel drop a synced file's pages from the page cache now.
+
+    For packs, once they are durable: a commit of a multi-GB checkpoint otherwise fills the
+    page cache with pages nobody is about to read (the user has the checkpoint itself cached)
+    and makes the kernel reclaim them later, on someone's allocation. Writing 3.7 GB of packs
+    here: 10.3-11.3 s (9 s of it system time) keeping them, 2.4-2.8 s dropping them after each
+    pack's fsync. Only clean pages go, so call it after :func:`fsync_file`. Advisory: a no-op
+    where ``posix_fadvise`` is missing.
+    """
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None:
+        with contextlib.suppress(OSError):
+            advise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)

@@ -94,6 +94,7 @@ class PackWriter:
         """fsync and close; returns the pack digest. The caller moves the file into a backend."""
         try:
             durable.fsync_file(self._f)
+            durable.release_cached(self._f)
             self._f.close()
         except OSError as exc:
             raise durable.storage_error(exc, "cannot write pack") from exc
