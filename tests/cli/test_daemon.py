@@ -6,6 +6,7 @@ sockets in a fresh directory, and stops every helper it started.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -154,61 +155,45 @@ def test_the_child_takes_the_clients_directory_environment_and_umask(sh):
     assert not other.exists()
 
 
-def _held_lock(root: Path) -> filelock.FileLock:
-    lock = filelock.FileLock(str(root / ".tvc" / "lock"))
+@contextlib.contextmanager
+def _commit_in_flight(sh: Shell):
+    """A `tvc commit` through the helper, held waiting for the writer lock the test holds.
+
+    Yields the client process, the helper's pid and the command's child pid.
+    """
+    _model(sh.root)
+    sh.run("daemon", "start")
+    helper = sh.wait_for_helper()
+    lock = filelock.FileLock(str(sh.root / ".tvc" / "lock"))
     lock.acquire()
-    return lock
-
-
-def _wait_child(sh: Shell, pid: int) -> int:
-    assert launcher.wait_until(lambda: sh.children(pid), 30)
-    return sh.children(pid)[0]
+    try:
+        p = subprocess.Popen(sh.cmd("commit", "m", "model.bin", "-m", "x"), cwd=sh.root, env=sh.env)
+        assert launcher.wait_until(lambda: sh.children(helper["pid"]), 30)
+        yield p, helper["pid"], sh.children(helper["pid"])[0]
+    finally:
+        lock.release()
 
 
 def test_ctrl_c_reaches_the_command(sh):
-    _model(sh.root)
-    helper = sh.wait_for_helper() if sh.run("daemon", "start").returncode == 0 else None
-    lock = _held_lock(sh.root)  # the commit waits for the writer lock: a command in flight
-    try:
-        p = subprocess.Popen(
-            sh.cmd("commit", "m", "model.bin", "-m", "x"), cwd=sh.root, env=sh.env, text=True
-        )
-        _wait_child(sh, helper["pid"])
+    with _commit_in_flight(sh) as (p, helper, _child):
         p.send_signal(signal.SIGINT)
         assert p.wait(30) == 130  # as a cold process interrupted there exits
-    finally:
-        lock.release()
-    assert launcher.wait_until(lambda: not sh.children(helper["pid"]), 30)
+    assert launcher.wait_until(lambda: not sh.children(helper), 30)
     assert sh.run("log", "m").returncode == 4  # nothing was committed
 
 
 def test_a_killed_client_takes_its_command_down(sh):
-    _model(sh.root)
-    sh.run("daemon", "start")
-    helper = sh.wait_for_helper()
-    lock = _held_lock(sh.root)
-    try:
-        p = subprocess.Popen(sh.cmd("commit", "m", "model.bin", "-m", "x"), cwd=sh.root, env=sh.env)
-        _wait_child(sh, helper["pid"])
+    with _commit_in_flight(sh) as (p, helper, _child):
         p.kill()
         p.wait(30)
-        assert launcher.wait_until(lambda: not sh.children(helper["pid"]), 30)
-    finally:
-        lock.release()
+        assert launcher.wait_until(lambda: not sh.children(helper), 30)
     assert sh.run("log", "m").returncode == 4
 
 
 def test_a_client_dies_the_way_its_command_died(sh):
-    _model(sh.root)
-    sh.run("daemon", "start")
-    helper = sh.wait_for_helper()
-    lock = _held_lock(sh.root)
-    try:
-        p = subprocess.Popen(sh.cmd("commit", "m", "model.bin", "-m", "x"), cwd=sh.root, env=sh.env)
-        os.kill(_wait_child(sh, helper["pid"]), signal.SIGKILL)
+    with _commit_in_flight(sh) as (p, _helper, child):
+        os.kill(child, signal.SIGKILL)
         assert p.wait(30) == -signal.SIGKILL
-    finally:
-        lock.release()
 
 
 def test_concurrent_commands(sh):

@@ -24,16 +24,19 @@ from tvc.errors import UsageError
 if TYPE_CHECKING:
     from tvc.api import Registry
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+out: Console
+err: Console
 
 
 def reset_consoles() -> None:
-    """Build ``out`` and ``err`` again: a Console reads the terminal and environment when it is
+    """(Re)build ``out`` and ``err``: a Console reads the terminal and environment when it is
     made, and a child of the helper (:mod:`tvc.cli.daemon`) takes over another process's."""
     global out, err
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False)
+
+
+reset_consoles()
 
 
 class State:

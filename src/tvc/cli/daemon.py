@@ -58,11 +58,11 @@ def _preload() -> None:
 
 
 class Helper:
-    def __init__(self, base: str, listener: socket.socket, idle: float) -> None:
+    def __init__(self, base: str, listener: socket.socket, idle: float, fingerprint: str) -> None:
         self.base = base
         self.listener = listener
         self.idle = idle
-        self.fingerprint = launcher.code_fingerprint(sys.path)
+        self.fingerprint = fingerprint  # of the code on disk before it was imported
         self.children: dict[int, socket.socket] = {}
         self.inbox: dict[socket.socket, bytes] = {}  # partial frames from clients
         self.stopping = False
@@ -293,27 +293,20 @@ def _become(request: dict) -> None:
     os.environ.update(request["env"])
     os.umask(int(request["umask"]))
     (in_enc, in_err), (out_enc, out_err), (err_enc, err_err) = request["streams"]
-    sys.stdin = sys.__stdin__ = io.TextIOWrapper(
-        io.BufferedReader(io.FileIO(0, "r", closefd=False)),
-        encoding=in_enc,
-        errors=in_err,
-    )
-    sys.stdout = sys.__stdout__ = io.TextIOWrapper(
-        io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
-        encoding=out_enc,
-        errors=out_err,
-        line_buffering=os.isatty(1),
-    )
-    sys.stderr = sys.__stderr__ = io.TextIOWrapper(
-        io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
-        encoding=err_enc,
-        errors=err_err or "backslashreplace",
-        line_buffering=True,
-    )
+    sys.stdin = sys.__stdin__ = _text(0, in_enc, in_err, line=False)
+    sys.stdout = sys.__stdout__ = _text(1, out_enc, out_err, line=os.isatty(1))
+    sys.stderr = sys.__stderr__ = _text(2, err_enc, err_err or "backslashreplace", line=True)
     sys.argv = ["tvc", *request["argv"]]
     from tvc.cli import common
 
     common.reset_consoles()
+
+
+def _text(fd: int, encoding: str | None, errors: str | None, *, line: bool) -> io.TextIOWrapper:
+    """A text stream on ``fd`` as Python makes its own stdio (the fd stays open on close)."""
+    raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
+    buffered = io.BufferedReader(raw) if fd == 0 else io.BufferedWriter(raw)
+    return io.TextIOWrapper(buffered, encoding=encoding, errors=errors, line_buffering=line)
 
 
 def serve(base: str) -> None:
@@ -326,6 +319,8 @@ def serve(base: str) -> None:
         return
     listener = None
     try:
+        # Taken before importing: code that changes meanwhile fails the first check.
+        fingerprint = launcher.code_fingerprint(sys.path)
         try:
             _preload()
             from tvc.cli.main import _keep_freed_buffers, command
@@ -352,7 +347,7 @@ def serve(base: str) -> None:
         finally:
             os.umask(old)
         listener.listen(64)
-        helper = Helper(base, listener, idle)
+        helper = Helper(base, listener, idle, fingerprint)
         info = {
             "pid": os.getpid(),
             "started": time.time(),
