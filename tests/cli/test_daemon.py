@@ -58,11 +58,29 @@ class Shell:
         assert launcher.wait_until(lambda: Path(self.helpers()[0]["socket"]).exists(), 30)
         return self.helpers()[0]
 
-    def children(self, helper_pid: int) -> list[int]:
+    def _children(self, helper_pid: int) -> dict[int, str]:
+        """The helper's child processes and their working directories."""
         ps = subprocess.run(
             ["ps", "-o", "pid=", "--ppid", str(helper_pid)], capture_output=True, text=True
         )
-        return [int(p) for p in ps.stdout.split()]
+        found = {}
+        for pid in map(int, ps.stdout.split()):
+            with contextlib.suppress(OSError):
+                found[pid] = os.readlink(f"/proc/{pid}/cwd")
+        return found
+
+    def children(self, helper_pid: int) -> list[int]:
+        """Children running a command here (every test's command runs in the work tree)."""
+        root = str(self.root)
+        return [
+            pid
+            for pid, cwd in self._children(helper_pid).items()
+            if cwd == root or cwd.startswith(root + os.sep)
+        ]
+
+    def spares(self, helper_pid: int) -> list[int]:
+        """Warmed-up spare children waiting for a command (their working directory is /)."""
+        return [pid for pid, cwd in self._children(helper_pid).items() if cwd == "/"]
 
 
 @pytest.fixture
@@ -98,6 +116,43 @@ def test_first_command_starts_the_helper_and_later_ones_use_it(sh):
     usage = json.loads(line)  # the command ran in a child of the helper, which reported it
     assert usage["exit"] == 0 and usage["signal"] == 0 and usage["maxrss"] > 0
     assert sh.helpers()[0]["pid"] == helper["pid"]
+
+
+def test_a_command_goes_to_the_warmed_spare_and_another_spare_follows(sh):
+    _model(sh.root)
+    sh.run("commit", "m", "model.bin", "-m", "one", TVC_DAEMON="0")
+    sh.run("daemon", "start")
+    helper = sh.wait_for_helper()
+    warm = Path(helper["socket"][: -len(".sock")] + ".warm")  # the spares' private registry
+    assert launcher.wait_until(lambda: (warm / ".tvc").is_dir(), 30)
+    assert launcher.wait_until(lambda: len(sh.spares(helper["pid"])) == 1, 30)
+    (spare,) = sh.spares(helper["pid"])
+
+    r = sh.run("log", "m")
+    assert r.returncode == 0 and "one" in r.stdout
+    assert not Path(f"/proc/{spare}").exists() or spare not in sh.spares(helper["pid"])
+    assert launcher.wait_until(lambda: sh.spares(helper["pid"]) not in ([], [spare]), 30)
+
+    sh.run("daemon", "stop")
+    assert not warm.exists()
+
+
+def test_spares_that_die_are_replaced_a_few_times_then_commands_fork(sh):
+    _model(sh.root)
+    sh.run("daemon", "start")
+    helper = sh.wait_for_helper()
+    seen: set[int] = set()
+    for _ in range(3):  # the helper's limit
+        assert launcher.wait_until(lambda: set(sh.spares(helper["pid"])) - seen, 30)
+        (spare,) = sh.spares(helper["pid"])
+        seen.add(spare)
+        os.kill(spare, signal.SIGKILL)
+    assert launcher.wait_until(lambda: not sh.spares(helper["pid"]), 30)
+    time.sleep(0.5)
+    assert not sh.spares(helper["pid"])  # no fourth one
+    r = sh.run("commit", "m", "model.bin", "-m", "one", TVC_DAEMON_REPORT=str(sh.root / "r"))
+    assert r.returncode == 0, r.stderr  # in a fresh fork
+    assert json.loads((sh.root / "r").read_text())["exit"] == 0
 
 
 def test_output_and_exit_codes_match_a_cold_process(sh):

@@ -5,9 +5,16 @@ with ``BASE`` = ``<runtime dir>/<helper key>``. It holds ``BASE.lock`` for its w
 helper per key), listens on ``BASE.sock`` and describes itself in ``BASE.json``.
 
 The helper itself never runs a command, opens a registry or starts a thread of its own: each
-command runs in a child forked from the pristine, fully imported process, so a command sees
-exactly the state a cold ``tvc`` process would, and a crash or a leak dies with its child. The
-helper's loop is single-threaded: accept, fork, forward signals, reap, report the exit status.
+command runs in a child forked from the pristine, fully imported process, and a crash or a leak
+dies with its child. The helper's loop is single-threaded: accept, hand over or fork, forward
+signals, reap, report the exit status.
+
+While no command runs, one *spare* child waits, already warmed up: it ran a few read commands on
+a private registry (``BASE.warm``) with their output discarded. A fresh fork pays for every page
+it touches (copy-on-write: ≈ 3,000 page faults for a ``tvc log``) and for first-use work in the
+libraries; the spare paid both before the command came. Measured here: ``log`` 19 → 8 ms and a
+small ``commit`` 45 → 27 ms inside the child. The next command goes to the spare; commands that
+overlap it get a fresh fork as before.
 """
 
 from __future__ import annotations
@@ -19,12 +26,14 @@ import io
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import struct
 import sys
 import time
 import traceback
+from collections.abc import Callable
 
 from tvc.cli import launcher
 
@@ -57,13 +66,21 @@ def _preload() -> None:
             importlib.import_module(name)
 
 
+_SPARE_TRIES = 3  # spares that may die unused before the helper stops making them
+
+
 class Helper:
-    def __init__(self, base: str, listener: socket.socket, idle: float, fingerprint: str) -> None:
+    def __init__(
+        self, base: str, listener: socket.socket, idle: float, fingerprint: str, lock_fd: int
+    ) -> None:
         self.base = base
         self.listener = listener
+        self.lock_fd = lock_fd
         self.idle = idle
         self.fingerprint = fingerprint  # of the code on disk before it was imported
         self.children: dict[int, socket.socket] = {}
+        self.spare: tuple[int, socket.socket] | None = None  # (pid, channel to it)
+        self.spare_deaths = 0
         self.inbox: dict[socket.socket, bytes] = {}  # partial frames from clients
         self.stopping = False
         self.sel = selectors.DefaultSelector()
@@ -86,8 +103,11 @@ class Helper:
         while True:
             if self.stopping:
                 self._close_listener()
+                self._drop_spare()
                 if not self.children:
                     return
+            elif not self.children and self.spare is None and self.spare_deaths < _SPARE_TRIES:
+                self._fork_spare()
             now = time.monotonic()
             wait = _RECHECK if self.children else max(0.0, self.idle - (now - last_used))
             for key, _ in self.sel.select(min(wait, _RECHECK)):
@@ -144,9 +164,11 @@ class Helper:
             if launcher.code_fingerprint(sys.path) != self.fingerprint:
                 self.stopping = True  # stale: the client runs the command itself
                 return
-            pid = os.fork()
-            if pid == 0:
-                self._child(conn, fds, request)  # never returns
+            pid = self._hand_to_spare(conn, fds, bytes(payload))
+            if pid is None:
+                pid = os.fork()
+                if pid == 0:
+                    self._child(conn, fds, request)  # never returns
             conn.settimeout(None)
             self.children[pid] = conn
             self.sel.register(conn, selectors.EVENT_READ)
@@ -191,13 +213,17 @@ class Helper:
         self.inbox[conn] = buf
 
     def _reap(self) -> None:
-        while self.children:
+        while True:  # commands, the spare, and spares that failed a hand-over
             try:
                 pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            if self.spare is not None and pid == self.spare[0]:  # died unused
+                self.spare[1].close()
+                self.spare = None
+                self.spare_deaths += 1
             conn = self.children.pop(pid, None)
             if conn is None:
                 continue
@@ -218,20 +244,101 @@ class Helper:
                 conn.sendall(launcher.frame(report))
             conn.close()
 
+    # -- the spare --------------------------------------------------------------------------
+    def _fork_spare(self) -> None:
+        mine, theirs = socket.socketpair()
+        try:
+            pid = os.fork()
+        except OSError:
+            mine.close()
+            theirs.close()
+            self.spare_deaths += 1
+            return
+        if pid == 0:
+            mine.close()
+            self._spare(theirs)  # never returns
+        theirs.close()
+        self.spare = (pid, mine)
+
+    def _hand_to_spare(self, conn: socket.socket, fds: list[int], payload: bytes) -> int | None:
+        """Pass the client's socket, stdio and request to the spare; its pid, or None."""
+        if self.spare is None:
+            return None
+        (pid, chan), self.spare = self.spare, None
+        try:
+            # Blocks at most until the spare's warm-up is over, which is what the command
+            # would wait for anyway.
+            chan.settimeout(5.0)
+            socket.send_fds(chan, [launcher._FRAME.pack(len(payload))], [conn.fileno(), *fds])
+            chan.sendall(payload)
+        except OSError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self.spare_deaths += 1
+            return None  # reaped as an unknown child; this command gets a fresh fork
+        finally:
+            chan.close()
+        return pid
+
+    def _drop_spare(self) -> None:
+        if self.spare is not None:
+            pid, chan = self.spare
+            self.spare = None
+            chan.close()  # the spare sees EOF and exits
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def _spare(self, chan: socket.socket) -> None:
+        """In the spare: warm up, wait for one command, run it as :meth:`_child` does."""
+        try:
+            self._leave_parent()
+            _warm_up(self.base + ".warm")
+            head, fds, _, _ = socket.recv_fds(chan, launcher._FRAME.size, 4)
+            if len(head) != launcher._FRAME.size or len(fds) != 4:
+                os._exit(0)  # the helper is stopping
+            (size,) = launcher._FRAME.unpack(head)
+            payload = bytearray()
+            while len(payload) < size:
+                part = chan.recv(min(1 << 20, size - len(payload)))
+                if not part:
+                    os._exit(0)
+                payload += part
+            chan.close()
+            request = launcher.load(bytes(payload))
+            conn = socket.socket(fileno=fds[0])
+        except BaseException:
+            os._exit(1)
+        self._run(conn, fds[1:], request)
+
+    # -- a command's child ------------------------------------------------------------------
+    def _leave_parent(self) -> None:
+        """Drop what belongs to the helper: its signal handlers, sockets and lock."""
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        self.sel.close()
+        self.listener.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        os.close(self.lock_fd)
+        for other in self.children.values():
+            other.close()
+        if self.spare is not None:
+            self.spare[1].close()
+
     def _child(self, conn: socket.socket, fds: list[int], request: dict) -> None:
-        """In the forked child: become the client's process, run the command, exit."""
+        """In a freshly forked child: leave the helper, then run the command."""
+        try:
+            self._leave_parent()
+        except BaseException:
+            os._exit(1)
+        self._run(conn, fds, request)
+
+    def _run(self, conn: socket.socket, fds: list[int], request: dict) -> None:
+        """Become the client's process, run the command, exit."""
         code = 1
         try:
-            signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(sig, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            self.sel.close()
-            self.listener.close()
-            os.close(self.wake_r)
-            os.close(self.wake_w)
-            for other in self.children.values():
-                other.close()
             conn.sendall(launcher.frame({"pid": os.getpid()}))
             conn.close()
             for target, fd in enumerate(fds):
@@ -302,6 +409,70 @@ def _become(request: dict) -> None:
     common.reset_consoles()
 
 
+# Read-only commands on the private registry. What they touch (Click, Rich's tables, SQLAlchemy's
+# statement compilation, the safetensors layout, the chunk reader and float decoder) becomes the
+# spare's own memory before a command needs it. Measured in the child: ``log`` alone takes a
+# commit from 48-62 to 34-40 ms and a checkout from 23-31 to 8-11 ms, for ≈ 22 ms of warm-up;
+# ``cat`` adds ≈ 12 ms for 3-8 ms more. Rendering the top-level help (45 ms) is not worth it.
+_WARM_UP = (["log", "warm"], ["cat", "warm@v1", "w.safetensors"])
+
+
+def _warm_up(path: str) -> None:
+    """Run ``_WARM_UP`` in ``path`` (made on first use), output discarded; best effort."""
+    from tvc.cli import common
+    from tvc.cli.main import main
+
+    saved_env = dict(os.environ)
+    saved_streams = sys.stdout, sys.stderr
+    null = open(os.devnull, "w")  # noqa: SIM115 - closed below, after the consoles let go
+    try:
+        for name in [n for n in os.environ if n.startswith("TVC_")]:
+            del os.environ[name]
+        sys.stdout = sys.stderr = null
+        common.reset_consoles()
+        os.chdir(os.path.dirname(path))  # back at / only once warm (tests tell by that)
+        if not os.path.isdir(path):
+            _make_warm_registry(path, main)
+        os.chdir(path)
+        for argv in _WARM_UP:
+            main(list(argv))
+    except Exception:
+        pass  # a colder command, nothing worse
+    finally:
+        os.chdir("/")
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.stdout, sys.stderr = saved_streams
+        common.reset_consoles()
+        common.state.registry_path, common.state.quiet = None, False
+        null.close()
+    gc.collect()
+    gc.freeze()
+
+
+def _make_warm_registry(path: str, main: Callable[[list[str]], int]) -> None:
+    """A registry with one small version of one safetensors file, made aside and renamed in."""
+    tmp = f"{path}.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tensors = {"w": ("F32", [64, 64], 4 * 64 * 64), "b": ("BF16", [256], 2 * 256)}
+    header, offset = {}, 0
+    for name, (dtype, shape, size) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    head = json.dumps(header).encode()
+    data = bytes(range(256)) * (offset // 256)
+    try:
+        if main(["init", tmp]) != 0:
+            return
+        with open(os.path.join(tmp, "w.safetensors"), "wb") as f:
+            f.write(struct.pack("<Q", len(head)) + head + data)
+        if main(["-R", tmp, "commit", "warm", os.path.join(tmp, "w.safetensors"), "-m", "warm"]):
+            return
+        os.rename(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _text(fd: int, encoding: str | None, errors: str | None, *, line: bool) -> io.TextIOWrapper:
     """A text stream on ``fd`` as Python makes its own stdio (the fd stays open on close)."""
     raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
@@ -330,8 +501,10 @@ def serve(base: str) -> None:
             # Say why, and keep clients from starting a helper that fails again with every
             # command: they see this file and run cold until the code changes (another key)
             # or `tvc daemon stop` clears it.
-            with open(base + ".failed", "w") as f:
+            tmp = f"{base}.failed.{os.getpid()}"
+            with open(tmp, "w") as f:
                 f.write(traceback.format_exc())
+            os.replace(tmp, base + ".failed")  # readers never see it half written
             return
         _keep_freed_buffers()
         # What is loaded now stays: children's collections skip it and leave its pages shared.
@@ -347,7 +520,7 @@ def serve(base: str) -> None:
         finally:
             os.umask(old)
         listener.listen(64)
-        helper = Helper(base, listener, idle, fingerprint)
+        helper = Helper(base, listener, idle, fingerprint, lock_fd)
         info = {
             "pid": os.getpid(),
             "started": time.time(),
@@ -368,6 +541,7 @@ def serve(base: str) -> None:
                 os.unlink(base + ".sock")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(base + ".json")
+        shutil.rmtree(base + ".warm", ignore_errors=True)
         os.close(lock_fd)
 
 
