@@ -79,7 +79,8 @@ class Shell:
         ]
 
     def spares(self, helper_pid: int) -> list[int]:
-        """Warmed-up spare children waiting for a command (their working directory is /)."""
+        """Spare children waiting for a command, or just forked (their working directory is /;
+        while warming up it is the socket directory)."""
         return [pid for pid, cwd in self._children(helper_pid).items() if cwd == "/"]
 
 
@@ -142,17 +143,45 @@ def test_spares_that_die_are_replaced_a_few_times_then_commands_fork(sh):
     sh.run("daemon", "start")
     helper = sh.wait_for_helper()
     seen: set[int] = set()
-    for _ in range(3):  # the helper's limit
-        assert launcher.wait_until(lambda: set(sh.spares(helper["pid"])) - seen, 30)
-        (spare,) = sh.spares(helper["pid"])
-        seen.add(spare)
-        os.kill(spare, signal.SIGKILL)
+
+    def new_spare() -> set[int]:
+        return set(sh.spares(helper["pid"])) - seen
+
+    while len(seen) < 3:  # the helper's limit
+        assert launcher.wait_until(new_spare, 30)
+        spare = min(new_spare() or {0})
+        if spare:  # else it has gone on to warm up since: found again once it waits
+            seen.add(spare)
+            os.kill(spare, signal.SIGKILL)
     assert launcher.wait_until(lambda: not sh.spares(helper["pid"]), 30)
     time.sleep(0.5)
     assert not sh.spares(helper["pid"])  # no fourth one
     r = sh.run("commit", "m", "model.bin", "-m", "one", TVC_DAEMON_REPORT=str(sh.root / "r"))
     assert r.returncode == 0, r.stderr  # in a fresh fork
     assert json.loads((sh.root / "r").read_text())["exit"] == 0
+
+
+def test_a_spare_stuck_in_its_warm_up_is_passed_over(sh):
+    """A command never waits for a spare that has not said it is ready."""
+    _model(sh.root)
+    sh.run("daemon", "start")
+    helper = sh.wait_for_helper()
+    warm = Path(helper["socket"][: -len(".sock")] + ".warm")
+    assert launcher.wait_until(lambda: (warm / ".tvc").is_dir() and sh.spares(helper["pid"]), 30)
+    (first,) = sh.spares(helper["pid"])
+    (pack,) = (warm / ".tvc" / "objects").rglob("*.pack")
+    pack.unlink()
+    os.mkfifo(pack)  # the next spare's warm-up (its `cat`) blocks opening it, for good
+    os.kill(first, signal.SIGKILL)
+
+    def stuck() -> list[int]:
+        return [p for p, cwd in sh._children(helper["pid"]).items() if cwd == str(warm)]
+
+    assert launcher.wait_until(stuck, 30)
+    r = sh.run("commit", "m", "model.bin", "-m", "one")
+    assert r.returncode == 0, r.stderr  # in a fresh fork
+    assert sh.run("log", "m").returncode == 0
+    assert stuck()  # still there, never handed a command
 
 
 def test_output_and_exit_codes_match_a_cold_process(sh):

@@ -13,8 +13,8 @@ While no command runs, one *spare* child waits, already warmed up: it ran a few 
 a private registry (``BASE.warm``) with their output discarded. A fresh fork pays for every page
 it touches (copy-on-write: ≈ 3,000 page faults for a ``tvc log``) and for first-use work in the
 libraries; the spare paid both before the command came. Measured here: ``log`` 19 → 8 ms and a
-small ``commit`` 45 → 27 ms inside the child. The next command goes to the spare; commands that
-overlap it get a fresh fork as before.
+small ``commit`` 45 → 27 ms inside the child. The next command goes to the spare once it has
+said it is ready; a command that comes earlier, or overlaps another, gets a fresh fork as before.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ class Helper:
         self.fingerprint = fingerprint  # of the code on disk before it was imported
         self.children: dict[int, socket.socket] = {}
         self.spare: tuple[int, socket.socket] | None = None  # (pid, channel to it)
+        self.spare_ready = False  # it said so: its warm-up is over
         self.spare_deaths = 0
         self.inbox: dict[socket.socket, bytes] = {}  # partial frames from clients
         self.stopping = False
@@ -113,6 +114,8 @@ class Helper:
             for key, _ in self.sel.select(min(wait, _RECHECK)):
                 if key.fileobj is self.listener and not self.stopping:
                     self._accept()
+                elif self.spare is not None and key.fileobj is self.spare[1]:
+                    self._from_spare()
                 elif key.fileobj == self.wake_r:
                     with contextlib.suppress(BlockingIOError):
                         while os.read(self.wake_r, 512):
@@ -221,8 +224,7 @@ class Helper:
             if pid == 0:
                 return
             if self.spare is not None and pid == self.spare[0]:  # died unused
-                self.spare[1].close()
-                self.spare = None
+                self._forget_spare()
                 self.spare_deaths += 1
             conn = self.children.pop(pid, None)
             if conn is None:
@@ -258,17 +260,49 @@ class Helper:
             mine.close()
             self._spare(theirs)  # never returns
         theirs.close()
-        self.spare = (pid, mine)
+        mine.setblocking(False)
+        self.spare, self.spare_ready = (pid, mine), False
+        self.sel.register(mine, selectors.EVENT_READ)
+
+    def _from_spare(self) -> None:
+        """The spare's one message, "ready", or EOF: it died (and is reaped as a child)."""
+        assert self.spare is not None
+        try:
+            said = self.spare[1].recv(16)
+        except BlockingIOError:
+            return  # not yet
+        except OSError:
+            said = b""
+        if said:
+            self.spare_ready = True
+        else:
+            self._forget_spare()
+            self.spare_deaths += 1
+
+    def _forget_spare(self) -> tuple[int, socket.socket]:
+        assert self.spare is not None
+        (pid, chan), self.spare = self.spare, None
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(chan)
+        chan.close()
+        return pid, chan
 
     def _hand_to_spare(self, conn: socket.socket, fds: list[int], payload: bytes) -> int | None:
-        """Pass the client's socket, stdio and request to the spare; its pid, or None."""
-        if self.spare is None:
+        """Pass the client's socket, stdio and request to the spare; its pid, or None.
+
+        Only to a spare that said it is ready: one still warming up (or stuck) is left alone,
+        and the command gets a fresh fork, as if there were no spare.
+        """
+        if self.spare is not None and not self.spare_ready:
+            self._from_spare()  # a "ready" sent since the last look
+        if self.spare is None or not self.spare_ready:
             return None
-        (pid, chan), self.spare = self.spare, None
+        pid, chan = self.spare
+        self.spare = None
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(chan)
         try:
-            # Blocks at most until the spare's warm-up is over, which is what the command
-            # would wait for anyway.
-            chan.settimeout(5.0)
+            chan.settimeout(5.0)  # it is waiting for exactly this
             socket.send_fds(chan, [launcher._FRAME.pack(len(payload))], [conn.fileno(), *fds])
             chan.sendall(payload)
         except OSError:
@@ -282,9 +316,7 @@ class Helper:
 
     def _drop_spare(self) -> None:
         if self.spare is not None:
-            pid, chan = self.spare
-            self.spare = None
-            chan.close()  # the spare sees EOF and exits
+            pid, _chan = self._forget_spare()  # it sees EOF and exits, if it is waiting
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
@@ -293,6 +325,8 @@ class Helper:
         try:
             self._leave_parent()
             _warm_up(self.base + ".warm")
+            chan.sendall(b"ready")
+            os.chdir("/")  # at / once it said so (tests tell by that)
             head, fds, _, _ = socket.recv_fds(chan, launcher._FRAME.size, 4)
             if len(head) != launcher._FRAME.size or len(fds) != 4:
                 os._exit(0)  # the helper is stopping
@@ -430,7 +464,7 @@ def _warm_up(path: str) -> None:
             del os.environ[name]
         sys.stdout = sys.stderr = null
         common.reset_consoles()
-        os.chdir(os.path.dirname(path))  # back at / only once warm (tests tell by that)
+        os.chdir(os.path.dirname(path))
         if not os.path.isdir(path):
             _make_warm_registry(path, main)
         os.chdir(path)
@@ -439,7 +473,7 @@ def _warm_up(path: str) -> None:
     except Exception:
         pass  # a colder command, nothing worse
     finally:
-        os.chdir("/")
+        os.chdir(os.path.dirname(path))
         os.environ.clear()
         os.environ.update(saved_env)
         sys.stdout, sys.stderr = saved_streams
