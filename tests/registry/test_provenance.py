@@ -73,6 +73,22 @@ def test_code_commit_found_from_committed_path(reg, repo, tmp_path, monkeypatch)
     assert no_code.code is None
 
 
+@needs_git
+def test_detached_head_and_a_repository_without_commits(repo, tmp_path):
+    work, sha = repo
+    git(work, "checkout", "-q", "--detach")
+    (work / "train.py").write_text("print('edited')\n")
+    info = provenance.git_code_info(work)
+    assert info is not None
+    assert (info["commit"], info["branch"], info["dirty"]) == (sha, None, True)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    git(fresh, "init", "-q")
+    (fresh / "a.py").write_text("a\n")
+    git(fresh, "add", "a.py")  # staged, but nothing committed: no code commit to record
+    assert provenance.git_code_info(fresh) is None
+
+
 def test_no_git_repository_or_no_git_records_nothing(reg, tmp_path, monkeypatch):
     d = tmp_path / "plain"
     d.mkdir()
