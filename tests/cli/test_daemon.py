@@ -78,6 +78,11 @@ class Shell:
             if cwd == root or cwd.startswith(root + os.sep)
         ]
 
+    @staticmethod
+    def warm_registry(helper: dict) -> Path:
+        """The registry a helper's spares warm up on."""
+        return Path(helper["socket"][: -len(".sock")] + ".warm")
+
     def spares(self, helper_pid: int) -> list[int]:
         """Spare children waiting for a command, or just forked (their working directory is /;
         while warming up it is the socket directory)."""
@@ -124,7 +129,7 @@ def test_a_command_goes_to_the_warmed_spare_and_another_spare_follows(sh):
     sh.run("commit", "m", "model.bin", "-m", "one", TVC_DAEMON="0")
     sh.run("daemon", "start")
     helper = sh.wait_for_helper()
-    warm = Path(helper["socket"][: -len(".sock")] + ".warm")  # the spares' private registry
+    warm = sh.warm_registry(helper)
     assert launcher.wait_until(lambda: (warm / ".tvc").is_dir(), 30)
     assert launcher.wait_until(lambda: len(sh.spares(helper["pid"])) == 1, 30)
     (spare,) = sh.spares(helper["pid"])
@@ -166,7 +171,7 @@ def test_a_spare_stuck_in_its_warm_up_is_passed_over(sh):
     _model(sh.root)
     sh.run("daemon", "start")
     helper = sh.wait_for_helper()
-    warm = Path(helper["socket"][: -len(".sock")] + ".warm")
+    warm = sh.warm_registry(helper)
     assert launcher.wait_until(lambda: (warm / ".tvc").is_dir() and sh.spares(helper["pid"]), 30)
     (first,) = sh.spares(helper["pid"])
     (pack,) = (warm / ".tvc" / "objects").rglob("*.pack")

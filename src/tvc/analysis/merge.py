@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from tvc.analysis import tensors as T
 from tvc.analysis.ancestry import merge_base
 from tvc.errors import ConflictError, UsageError
+from tvc.formats.safetensors import encode_header
 from tvc.repo import names, paths
 from tvc.repo.version import FileEntry, Version
 
@@ -560,12 +561,9 @@ class _Writer:
                 header[key] = entries[key]
         for name, entry in entries.items():  # tensors only B has, in B's order
             header.setdefault(name, entry)
-        blob = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        blob += b" " * (-len(blob) % 8)  # data starts 8-byte aligned, as safetensors writes it
         written = 0
         with open(target, "wb") as out:
-            out.write(struct.pack("<Q", len(blob)))
-            out.write(blob)
+            out.write(encode_header(header))
             for tm, inputs in plan.outputs:
                 for block in self._tensor_bytes(tm, inputs):
                     out.write(block)

@@ -298,9 +298,6 @@ class Helper:
         if self.spare is None or not self.spare_ready:
             return None
         pid, chan = self.spare
-        self.spare = None
-        with contextlib.suppress(KeyError, ValueError):
-            self.sel.unregister(chan)
         try:
             chan.settimeout(5.0)  # it is waiting for exactly this
             socket.send_fds(chan, [launcher._FRAME.pack(len(payload))], [conn.fileno(), *fds])
@@ -311,7 +308,7 @@ class Helper:
             self.spare_deaths += 1
             return None  # reaped as an unknown child; this command gets a fresh fork
         finally:
-            chan.close()
+            self._forget_spare()
         return pid
 
     def _drop_spare(self) -> None:
@@ -488,18 +485,19 @@ def _make_warm_registry(path: str, main: Callable[[list[str]], int]) -> None:
     """A registry with one small version of one safetensors file, made aside and renamed in."""
     tmp = f"{path}.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    from tvc.formats.safetensors import encode_header
+
     tensors = {"w": ("F32", [64, 64], 4 * 64 * 64), "b": ("BF16", [256], 2 * 256)}
     header, offset = {}, 0
     for name, (dtype, shape, size) in tensors.items():
         header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
         offset += size
-    head = json.dumps(header).encode()
     data = bytes(range(256)) * (offset // 256)
     try:
         if main(["init", tmp]) != 0:
             return
         with open(os.path.join(tmp, "w.safetensors"), "wb") as f:
-            f.write(struct.pack("<Q", len(head)) + head + data)
+            f.write(encode_header(header) + data)
         if main(["-R", tmp, "commit", "warm", os.path.join(tmp, "w.safetensors"), "-m", "warm"]):
             return
         os.rename(tmp, path)
@@ -512,6 +510,18 @@ def _text(fd: int, encoding: str | None, errors: str | None, *, line: bool) -> i
     raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
     buffered = io.BufferedReader(raw) if fd == 0 else io.BufferedWriter(raw)
     return io.TextIOWrapper(buffered, encoding=encoding, errors=errors, line_buffering=line)
+
+
+def _publish(path: str, text: str) -> None:
+    """Write a runtime file whole (temp file, then rename): clients never read half of one.
+
+    Not :mod:`tvc.store.durable`: these files need no fsync (they describe a running process),
+    and ``.failed`` is written when importing tvc itself may be what failed.
+    """
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def serve(base: str) -> None:
@@ -535,10 +545,7 @@ def serve(base: str) -> None:
             # Say why, and keep clients from starting a helper that fails again with every
             # command: they see this file and run cold until the code changes (another key)
             # or `tvc daemon stop` clears it.
-            tmp = f"{base}.failed.{os.getpid()}"
-            with open(tmp, "w") as f:
-                f.write(traceback.format_exc())
-            os.replace(tmp, base + ".failed")  # readers never see it half written
+            _publish(base + ".failed", traceback.format_exc())
             return
         _keep_freed_buffers()
         # What is loaded now stays: children's collections skip it and leave its pages shared.
@@ -563,10 +570,7 @@ def serve(base: str) -> None:
             "tvc": os.path.dirname(os.path.dirname(os.path.abspath(launcher.__file__))),
             "idle": idle,
         }
-        tmp = f"{base}.json.{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(info, f)
-        os.replace(tmp, base + ".json")
+        _publish(base + ".json", json.dumps(info))
         helper.loop()
     finally:
         if listener is not None and listener.fileno() >= 0:

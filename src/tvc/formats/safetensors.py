@@ -1,4 +1,4 @@
-"""The safetensors parser.
+"""The safetensors parser, and the header encoder for the files tvc writes.
 
 A safetensors file is an 8-byte little-endian *header length* N, an N-byte UTF-8 JSON *header*,
 then the *data region*. The header maps tensor names to ``{"dtype", "shape", "data_offsets"}``,
@@ -20,6 +20,14 @@ from tvc.formats.layout import Layout, Segment, TensorInfo, brief, tile
 
 #: The largest header we accept; the reference implementation has the same limit.
 MAX_HEADER = 100_000_000
+
+
+def encode_header(header: dict[str, Any]) -> bytes:
+    """The header length and JSON header of a safetensors file, padded with spaces so the data
+    region starts 8-byte aligned (as the safetensors library writes it)."""
+    blob = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)
+    return struct.pack("<Q", len(blob)) + blob
 
 
 def parse_safetensors(path: str | os.PathLike[str]) -> Layout:
