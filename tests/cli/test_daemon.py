@@ -134,8 +134,9 @@ def test_a_command_goes_to_the_warmed_spare_and_another_spare_follows(sh):
     assert launcher.wait_until(lambda: len(sh.spares(helper["pid"])) == 1, 30)
     (spare,) = sh.spares(helper["pid"])
 
-    r = sh.run("log", "m")
+    r = sh.run("log", "m", TVC_DAEMON_REPORT=str(sh.root / "r"))
     assert r.returncode == 0 and "one" in r.stdout
+    assert json.loads((sh.root / "r").read_text())["spare"] is True
     assert not Path(f"/proc/{spare}").exists() or spare not in sh.spares(helper["pid"])
     assert launcher.wait_until(lambda: sh.spares(helper["pid"]) not in ([], [spare]), 30)
 
@@ -283,6 +284,18 @@ def test_a_client_dies_the_way_its_command_died(sh):
     with _commit_in_flight(sh) as (p, _helper, child):
         os.kill(child, signal.SIGKILL)
         assert p.wait(30) == -signal.SIGKILL
+
+
+def test_a_new_spare_warms_up_while_a_command_runs(sh):
+    """Commands issued back to back each find a ready spare: the next one does not wait for the
+    running command to end."""
+    with _commit_in_flight(sh) as (p, helper, child):
+        assert launcher.wait_until(lambda: set(sh.spares(helper)) - {child}, 30)
+        r = sh.run("log", "--help", TVC_DAEMON_REPORT=str(sh.root / "r"))
+        assert r.returncode == 0, r.stderr
+        assert json.loads((sh.root / "r").read_text())["spare"] is True
+        assert p.poll() is None  # the commit still waits for the lock
+    assert p.wait(30) == 0
 
 
 def test_concurrent_commands(sh):

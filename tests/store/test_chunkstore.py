@@ -176,3 +176,87 @@ def test_prefetched_bases_need_no_query_per_chunk(engine, tmp_path, monkeypatch)
     assert not any(kind == "info" for kind, _ in calls)
     assert [kind for kind, _ in calls] == ["has"] * 3  # only the three new chunks are looked up
     assert not results[0].new and all(r.delta for r in results[1:])
+
+
+# ---------------------------------------------------------------------------------------------
+# the shared worker threads
+
+
+def test_ordered_map_keeps_order_and_reuses_its_threads():
+    import threading
+    import time
+
+    from tvc.store.chunkstore import ordered_map
+
+    def slow_first(i: int) -> tuple[int, threading.Thread]:
+        time.sleep(0.02 if i % 7 == 0 else 0)  # later items finish first
+        return i, threading.current_thread()
+
+    first = list(ordered_map(slow_first, range(50), 2))
+    workers = {t for t in threading.enumerate() if t.name.startswith("tvc-worker")}
+    again = list(ordered_map(slow_first, range(50), 2))
+    assert [i for i, _t in first] == list(range(50)) == [i for i, _t in again]
+    assert {t for _i, t in first} <= workers
+    assert {t for _i, t in again} <= workers  # the same threads: their scratch buffers stay
+
+
+def test_ordered_map_inside_a_task_runs_in_line():
+    """A task that maps again must not wait for the pool it is part of (that would deadlock
+    once every worker did)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tvc.store.chunkstore import ordered_map
+
+    def outer(i: int) -> list[int]:
+        return list(ordered_map(lambda j: i * 10 + j, range(5), 2))
+
+    with ThreadPoolExecutor(1) as guard:  # a deadlock fails the test instead of hanging it
+        got = guard.submit(lambda: list(ordered_map(outer, range(6), 2))).result(timeout=30)
+    assert got == [[i * 10 + j for j in range(5)] for i in range(6)]
+
+
+def test_ordered_map_raises_a_task_error_and_leaves_nothing_running():
+    import threading
+    import time
+
+    from tvc.store.chunkstore import ordered_map
+
+    running = threading.Semaphore(0)
+    done: list[int] = []
+
+    def task(i: int) -> int:
+        if i == 3:
+            raise ValueError("bad piece")
+        running.release()
+        time.sleep(0.01)
+        done.append(i)
+        return i
+
+    started = 0
+    with pytest.raises(ValueError, match="bad piece"):
+        for _ in ordered_map(task, range(100), 2):
+            pass
+    while running.acquire(blocking=False):
+        started += 1
+    assert sorted(done) == sorted(set(done)) and len(done) == started  # all ended, none after
+
+    gen = ordered_map(task, range(4, 100), 2)
+    next(gen)
+    gen.close()  # a caller that stops early
+    snapshot = len(done)
+    time.sleep(0.05)
+    assert len(done) == snapshot
+
+
+def test_a_forked_child_gets_its_own_worker_threads():
+    import os
+
+    from tvc.store.chunkstore import ordered_map
+
+    assert list(ordered_map(lambda i: i * 2, range(10), 2)) == list(range(0, 20, 2))  # in use
+    pid = os.fork()
+    if pid == 0:  # the parent's threads do not exist here
+        ok = list(ordered_map(lambda i: i + 1, range(40), 2)) == list(range(1, 41))
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

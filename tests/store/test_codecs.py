@@ -50,6 +50,11 @@ def roundtrip(data: bytes, dtype: str | None, base: bytes | None = None, **kw) -
     assert decode(codec, payload, len(data), base=base) == data
     if codec != Codec.DELTA:  # only a delta may need its base
         assert decode(codec, payload, len(data)) == data
+    out = np.full(len(data), 0xA5, np.uint8)  # stale bytes: every one must be overwritten
+    got = decode(codec, payload, len(data), base=base, out=out)
+    assert got == data
+    if codec != Codec.RAW and data:  # RAW is a view of the payload itself
+        assert np.shares_memory(np.frombuffer(got, np.uint8), out)
     return codec
 
 
@@ -258,7 +263,7 @@ def test_delta_operations_invert_on_any_bytes(width, data, n):
     base = data.draw(st.binary(min_size=n, max_size=n))
     for op, w in ((codecs._OP_XOR, 1), (codecs._OP_SUB, width)):
         delta = codecs._delta_forward(memoryview(blob), memoryview(base), op, w)
-        assert codecs._delta_inverse(delta.tobytes(), memoryview(base), op, w) == blob
+        assert codecs._delta_inverse(delta.copy(), memoryview(base), op, w) == blob
 
 
 def test_delta_ignored_without_matching_base():
@@ -309,6 +314,18 @@ def samples() -> list[tuple[Codec, bytes, int, bytes | None]]:
 SAMPLES = samples()
 
 
+def decodes_contained(codec: Codec, payload: bytes, raw_len: int, base: bytes | None) -> None:
+    """Decoding damaged bytes, into a new buffer and into the caller's, either raises
+    IntegrityError or gives ``raw_len`` bytes (other bytes: the store's hash check rejects them).
+    """
+    for out in (None, np.zeros(raw_len, np.uint8)):
+        try:
+            got = decode(codec, payload, raw_len, base=base, out=out)
+        except IntegrityError:
+            continue
+        assert len(got) == raw_len
+
+
 @settings(max_examples=300, deadline=None)
 @given(which=st.integers(0, len(SAMPLES) - 1), pos=st.integers(0, 10**9))
 def test_flipped_byte_is_integrity_error_or_other_bytes(which, pos):
@@ -317,11 +334,7 @@ def test_flipped_byte_is_integrity_error_or_other_bytes(which, pos):
         return
     damaged = bytearray(payload)
     damaged[pos % len(damaged)] ^= 0xFF
-    try:
-        out = decode(codec, bytes(damaged), raw_len, base=base)
-    except IntegrityError:
-        return
-    assert len(out) == raw_len  # any other bytes: the store's hash check rejects them
+    decodes_contained(codec, bytes(damaged), raw_len, base)
 
 
 @pytest.mark.parametrize("which", range(len(SAMPLES)))
@@ -331,11 +344,7 @@ def test_every_single_bit_flip_is_contained(which):
         for bit in range(8):
             damaged = bytearray(payload)
             damaged[pos] ^= 1 << bit
-            try:
-                out = decode(codec, bytes(damaged), raw_len, base=base)
-            except IntegrityError:
-                continue
-            assert len(out) == raw_len
+            decodes_contained(codec, bytes(damaged), raw_len, base)
 
 
 @pytest.mark.parametrize("which", range(len(SAMPLES)))
@@ -343,8 +352,37 @@ def test_truncated_payload_is_integrity_error(which):
     codec, payload, raw_len, base = SAMPLES[which]
     for cut in sorted({0, 1, 2, 3, 4, 5, 9, 13, 21, len(payload) // 2, len(payload) - 1}):
         if cut < len(payload):
-            with pytest.raises(IntegrityError):
-                decode(codec, payload[:cut], raw_len, base=base)
+            for out in (None, np.zeros(raw_len, np.uint8)):
+                with pytest.raises(IntegrityError):
+                    decode(codec, payload[:cut], raw_len, base=base, out=out)
+
+
+@pytest.mark.parametrize("window_log", [None, 10])
+def test_frame_holding_more_than_it_declares_is_integrity_error(window_log):
+    """A frame whose header claims one byte less than it holds would fill a buffer of the
+    claimed size exactly: the byte beyond must still be noticed (one-segment and windowed)."""
+    import zstandard
+
+    data = bytes(range(256)) * 16
+    params = zstandard.ZstdCompressionParameters(window_log=window_log or 0, write_content_size=1)
+    frame = bytearray(zstandard.ZstdCompressor(compression_params=params).compress(data))
+    descriptor = frame[4]
+    assert descriptor >> 6 == 1  # a 2-byte size field, holding size - 256
+    at = 5 if descriptor & 0x20 else 6  # after the window byte, which one segment has not
+    assert bool(descriptor & 0x20) == (window_log is None)
+    declared = int.from_bytes(frame[at : at + 2], "little") + 256
+    assert declared == len(data)
+    frame[at : at + 2] = (declared - 1 - 256).to_bytes(2, "little")
+    for out in (None, np.zeros(len(data) - 1, np.uint8)):
+        with pytest.raises(IntegrityError):
+            decode(Codec.ZSTD, bytes(frame), len(data) - 1, out=out)
+
+
+def test_an_out_buffer_of_the_wrong_size_or_type_is_refused():
+    codec, payload = encode(weights(100, "F32").tobytes(), dtype="F32")
+    for out in (np.zeros(399, np.uint8), np.zeros(100, np.float32), np.zeros((2, 200), np.uint8)):
+        with pytest.raises(ValueError, match="out"):
+            decode(codec, payload, 400, out=out)
 
 
 @pytest.mark.parametrize("which", range(len(SAMPLES)))

@@ -267,18 +267,25 @@ def _delta_forward(data: memoryview, base: memoryview, op: int, width: int) -> n
     return out
 
 
-def _delta_inverse(delta: Buffer, base: memoryview, op: int, width: int) -> memoryview:
-    """Inverse of ``_delta_forward``: the data, given its delta and its base."""
-    d, b = np.frombuffer(delta, np.uint8), np.frombuffer(base, np.uint8)
+def _delta_inverse(
+    delta: np.ndarray, base: memoryview, op: int, width: int, out: np.ndarray | None = None
+) -> memoryview:
+    """Inverse of ``_delta_forward``: the data, given its delta and its base (into ``out``).
+
+    ``delta`` is overwritten (it is the caller's scratch).
+    """
+    d, b = delta, np.frombuffer(base, np.uint8)
+    if out is None:
+        out = np.empty(len(d), np.uint8)
     if op != _OP_SUB:
-        return memoryview(np.bitwise_xor(d, b))
+        return memoryview(np.bitwise_xor(d, b, out=out))
     n = len(d) // width
     words = np.dtype(f"<u{width}")
-    out = np.empty(len(d), np.uint8)
     zigzag = d[: n * width].view(words)
     value = out[: n * width].view(words)
     np.right_shift(zigzag, np.array(1, words), out=value)
-    negate = zigzag & np.array(1, words)
+    negate = zigzag
+    negate &= np.array(1, words)
     np.negative(negate, out=negate)
     value ^= negate
     value += b[: n * width].view(words)
@@ -412,7 +419,8 @@ def _rotate_left(elems: np.ndarray, itemsize: int) -> np.ndarray:
 
 
 def _rotate_right_inplace(elems: np.ndarray, itemsize: int) -> None:
-    low = elems >> np.array(1, dtype=elems.dtype)
+    low = _scratch("shifted", elems.nbytes).view(elems.dtype)
+    np.right_shift(elems, np.array(1, dtype=elems.dtype), out=low)
     elems <<= np.array(itemsize * 8 - 1, dtype=elems.dtype)
     elems |= low
 
@@ -427,11 +435,15 @@ def decode(
     raw_len: int,
     *,
     base: bytes | memoryview | None = None,
+    out: np.ndarray | None = None,
 ) -> Buffer:
     """Decode one chunk's payload back to its ``raw_len`` raw bytes (bytes or a byte view).
 
     The float and delta decoders fill one buffer and hand back a view of it: a copy into a
-    ``bytes`` would cost a third of their time (fresh pages for every 4 MiB piece).
+    ``bytes`` would cost a third of their time (fresh pages for every 4 MiB piece). ``out`` (a
+    uint8 array of ``raw_len``) is that buffer when the caller has one to reuse — a delta source
+    read only to encode against, see :func:`scratch` — else a new one is allocated. A RAW payload
+    is returned as a view of itself either way.
 
     Everything is checked against ``raw_len`` before anything is allocated, so a corrupt pack or
     index row is an ``IntegrityError`` naming what is wrong, never zstd's exception type and never
@@ -448,18 +460,31 @@ def decode(
         if len(view) != raw_len:
             raise IntegrityError(f"RAW chunk holds {len(view)} bytes, index says {raw_len}")
         return view
+    if out is not None and (out.dtype != np.uint8 or out.shape != (raw_len,)):
+        raise ValueError(f"decode: out must be a uint8 array of {raw_len} bytes")
     if kind == Codec.ZSTD:
-        return _unzstd(view, raw_len, "ZSTD chunk")
+        return _unzstd(view, raw_len, "ZSTD chunk", out)
     if kind == Codec.FLOAT:
-        return _decode_float(view, raw_len)
-    return _decode_delta(view, raw_len, base)
+        return _decode_float(view, raw_len, out)
+    return _decode_delta(view, raw_len, base, out)
 
 
-def _unzstd(frame: memoryview, expected: int, what: str) -> bytes:
-    """Decompress one zstd frame that must hold exactly ``expected`` bytes.
+def scratch(slot: str, nbytes: int) -> np.ndarray:
+    """A byte buffer of this thread's, reused by its next call for the same ``slot``.
 
-    python-zstandard allocates whatever size the frame header declares, so the declared size is
-    checked first; ``max_output_size`` caps frames that declare none (we always write it).
+    For decoded bytes that are consumed at once and never handed on: the chunk store decodes a
+    delta source into one (a fresh 4 MiB buffer per piece costs its page faults again, which made
+    decoding the sources a third slower). Slots used by the codecs themselves are taken; callers
+    name their own.
+    """
+    return _scratch("user:" + slot, nbytes)
+
+
+def _unzstd(frame: memoryview, expected: int, what: str, out: np.ndarray | None = None) -> Buffer:
+    """Decompress one zstd frame that must hold exactly ``expected`` bytes (into ``out``).
+
+    The declared size is checked before anything is allocated, and zstd refuses a frame that
+    holds more than it declares, so the output never grows past ``expected``.
     """
     try:
         declared = zstandard.get_frame_parameters(frame).content_size
@@ -467,15 +492,22 @@ def _unzstd(frame: memoryview, expected: int, what: str) -> bytes:
             raise IntegrityError(
                 f"{what}: zstd frame declares {declared} bytes, expected {expected}"
             )
-        out = _decompressor().decompress(frame, max_output_size=max(expected, 1))
+        if out is None:
+            got: Buffer = _decompressor().decompress(frame, max_output_size=max(expected, 1))
+            n = len(got)
+        else:
+            # zstd refuses a frame that holds more than it declares ("buffer too small").
+            reader = _decompressor().stream_reader(frame, read_across_frames=False)
+            n = reader.readinto(out) if expected else 0
+            got = memoryview(out)
     except zstandard.ZstdError as exc:
         raise IntegrityError(f"{what}: corrupt zstd frame ({exc})") from None
-    if len(out) != expected:
-        raise IntegrityError(f"{what}: decoded {len(out)} bytes, expected {expected}")
-    return out
+    if n != expected:
+        raise IntegrityError(f"{what}: decoded {n} bytes, expected {expected}")
+    return got
 
 
-def _decode_float(view: memoryview, raw_len: int) -> memoryview:
+def _decode_float(view: memoryview, raw_len: int, out: np.ndarray | None = None) -> memoryview:
     if len(view) < _FLOAT_HEAD.size:
         raise IntegrityError(
             f"FLOAT chunk: payload of {len(view)} bytes is shorter than its header"
@@ -503,17 +535,21 @@ def _decode_float(view: memoryview, raw_len: int) -> memoryview:
         )
     planes: list[np.ndarray] = []
     pos = head_len
+    # Decompressed planes live in this thread's "planes" scratch until they are joined.
+    space = _scratch("planes", n * itemsize)
     for k, length in enumerate(lengths):
         part = view[pos : pos + length]
         pos += length
         if flags >> k & 1:
-            plane: bytes | memoryview = _unzstd(part, n, f"FLOAT chunk plane {k}")
+            plane = space[k * n : (k + 1) * n]
+            _unzstd(part, n, f"FLOAT chunk plane {k}", plane)
         elif length != n:
             raise IntegrityError(f"FLOAT chunk: raw plane {k} holds {length} bytes, expected {n}")
         else:
-            plane = part
-        planes.append(np.frombuffer(plane, dtype=np.uint8))
-    out = np.empty(raw_len, np.uint8)
+            plane = np.frombuffer(part, dtype=np.uint8)
+        planes.append(plane)
+    if out is None:
+        out = np.empty(raw_len, np.uint8)
     words = out[: n * itemsize].view(f"<u{itemsize}")
     _join_planes(planes, itemsize, words)
     if transform == _TRANSFORM_ROTATE:
@@ -523,7 +559,9 @@ def _decode_float(view: memoryview, raw_len: int) -> memoryview:
     return memoryview(out)
 
 
-def _decode_delta(view: memoryview, raw_len: int, base: Buffer | None) -> memoryview:
+def _decode_delta(
+    view: memoryview, raw_len: int, base: Buffer | None, out: np.ndarray | None = None
+) -> memoryview:
     if base is None:
         raise IntegrityError("DELTA chunk: its base chunk was not given")
     bview = memoryview(base).cast("B")
@@ -539,10 +577,11 @@ def _decode_delta(view: memoryview, raw_len: int, base: Buffer | None) -> memory
     if (op, width) != (_OP_XOR, 1) and (op != _OP_SUB or width not in (2, 4, 8)):
         raise IntegrityError(f"DELTA chunk: unknown delta operation {op} on {width}-byte words")
     body = view[_DELTA_HEAD.size :]
+    delta = _scratch("delta", raw_len)  # consumed by _delta_inverse below
     if inner == Codec.ZSTD:
-        delta = _unzstd(body, raw_len, "DELTA chunk")
+        _unzstd(body, raw_len, "DELTA chunk", delta)
     elif inner == Codec.FLOAT:
-        delta = _decode_float(body, raw_len)
+        _decode_float(body, raw_len, delta)
     else:
         raise IntegrityError(f"DELTA chunk: unknown inner codec {inner}")
-    return _delta_inverse(delta, bview, op, width)
+    return _delta_inverse(delta, bview, op, width, out)
