@@ -260,3 +260,15 @@ def test_a_forked_child_gets_its_own_worker_threads():
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_larger_pool_does_not_break_a_map_still_running_on_the_old_one():
+    from tvc.store import chunkstore
+    from tvc.store.chunkstore import ordered_map
+
+    size = chunkstore._pool_size or chunkstore.default_workers()
+    running = ordered_map(lambda i: i, range(200), max(size, 2))
+    assert next(running) == 0
+    assert list(ordered_map(lambda i: -i, range(50), max(size, 2) + 1)) == [-i for i in range(50)]
+    assert chunkstore._pool_size == max(size, 2) + 1
+    assert list(running) == list(range(1, 200))  # its pool was replaced, not shut down

@@ -97,19 +97,18 @@ def _shared_pool(workers: int) -> ThreadPoolExecutor:
     """The process's worker threads, made on first use and kept.
 
     Kept rather than made per call so each thread's scratch buffers and zstd contexts (see
-    ``codecs``) are made and faulted in once per process, not once per commit; the CLI's helper
-    warms them in its spare before a command arrives.
+    ``codecs``) are made and faulted in once per process, not once per commit (the CLI helper's
+    spare starts them in its warm-up). A caller that wants more workers than the pool has gets
+    a larger pool; the old one is dropped, not shut down, since another thread may still be
+    submitting to it, and its threads exit once nobody holds it.
     """
     global _pool, _pool_size
     with _pool_lock:
         if _pool is None or _pool_size < workers:
-            old = _pool
             _pool = ThreadPoolExecutor(
                 workers, thread_name_prefix="tvc-worker", initializer=_mark_worker
             )
             _pool_size = workers
-            if old is not None:
-                old.shutdown(wait=False)
         return _pool
 
 
