@@ -140,3 +140,25 @@ def test_version(capsys):
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out == f"tvc {tvc.__version__}\n"
+
+
+def test_stats_summary_adds_up(reg, capsys):
+    """The summary's stored bytes are the table's (unique − compression − delta savings); what
+    the packs hold on disk, entry headers included, is a line of its own."""
+    from tvc.cli.common import human_bytes
+
+    make_model_dir(reg / "out", seed=1)
+    main(["commit", "bert", "out", "-m", "one"])
+    make_model_dir(reg / "out", seed=1, changed=(2,))
+    main(["commit", "bert", "out", "-m", "two"])
+    capsys.readouterr()
+    st = json.loads(run(capsys, "stats", "--json")[1])
+    assert st["stored_bytes"] == st["unique_bytes"] - sum(
+        st["saved"][k] for k in ("compression", "delta")
+    )
+    assert st["stored_bytes"] < st["pack_bytes"]
+    _code, out, _err = run(capsys, "stats")
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert lines["stored"].split()[1:3] == human_bytes(st["stored_bytes"]).split()
+    assert lines["on"].split()[2:4] == human_bytes(st["pack_bytes"]).split()
+    assert lines["bert"].split()[6:8] == human_bytes(st["models"]["bert"]["stored_bytes"]).split()

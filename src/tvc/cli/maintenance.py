@@ -56,11 +56,13 @@ def stats(json_: bool = JsonOpt) -> None:
     saved = st["saved"]
     p(f"unique   {human_bytes(st['unique_bytes'])}  (dedup saved {human_bytes(saved['dedup'])})")
     p(
-        f"stored   {human_bytes(st['pack_bytes'])}  "
+        f"stored   {human_bytes(st['stored_bytes'])}  "
         f"(compression saved {human_bytes(st['saved']['compression'])}, "
         f"delta saved {human_bytes(st['saved']['delta'])})"
     )
-    p(f"ratio    {st['pack_bytes'] / logical:.3f} stored/logical")
+    # The packs add a fixed header per chunk to the stored payloads: that is all on disk.
+    p(f"on disk  {human_bytes(st['pack_bytes'])} in packs (payloads and their entry headers)")
+    p(f"ratio    {st['pack_bytes'] / logical:.3f} on disk / logical")
 
 
 def fsck(
