@@ -162,17 +162,14 @@ class Helper:
             protocol, size = launcher._HEADER.unpack(head)
             if protocol != launcher.PROTOCOL or size > launcher.MAX_FRAME:
                 return
-            payload = bytearray()
-            while len(payload) < size:
-                part = conn.recv(min(1 << 20, size - len(payload)))
-                if not part:
-                    return
-                payload += part
-            request = _checked(launcher.load(bytes(payload)))
+            payload = _recv_exactly(conn, size)
+            if payload is None:
+                return
+            request = _checked(launcher.load(payload))
             if launcher.code_fingerprint(sys.path) != self.fingerprint:
                 self.stopping = True  # stale: the client runs the command itself
                 return
-            pid = self._hand_to_spare(conn, fds, bytes(payload))
+            pid = self._hand_to_spare(conn, fds, payload)
             if pid is not None:
                 self.spare_ran.add(pid)
             else:
@@ -337,14 +334,11 @@ class Helper:
             if len(head) != launcher._FRAME.size or len(fds) != 4:
                 os._exit(0)  # the helper is stopping
             (size,) = launcher._FRAME.unpack(head)
-            payload = bytearray()
-            while len(payload) < size:
-                part = chan.recv(min(1 << 20, size - len(payload)))
-                if not part:
-                    os._exit(0)
-                payload += part
+            payload = _recv_exactly(chan, size)
+            if payload is None:
+                os._exit(0)
             chan.close()
-            request = launcher.load(bytes(payload))
+            request = launcher.load(payload)
             conn = socket.socket(fileno=fds[0])
         except BaseException:
             os._exit(1)
@@ -512,6 +506,17 @@ def _make_warm_registry(path: str, main: Callable[[list[str]], int]) -> None:
         os.rename(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
+    """``size`` bytes from ``sock``, or None if it closes first."""
+    buf = bytearray()
+    while len(buf) < size:
+        part = sock.recv(min(1 << 20, size - len(buf)))
+        if not part:
+            return None
+        buf += part
+    return bytes(buf)
 
 
 def _text(fd: int, encoding: str | None, errors: str | None, *, line: bool) -> io.TextIOWrapper:

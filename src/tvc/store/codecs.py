@@ -284,10 +284,9 @@ def _delta_inverse(
     zigzag = d[: n * width].view(words)
     value = out[: n * width].view(words)
     np.right_shift(zigzag, np.array(1, words), out=value)
-    negate = zigzag
-    negate &= np.array(1, words)
-    np.negative(negate, out=negate)
-    value ^= negate
+    zigzag &= np.array(1, words)  # the sign bit, then all ones where it was set
+    np.negative(zigzag, out=zigzag)
+    value ^= zigzag
     value += b[: n * width].view(words)
     np.bitwise_xor(d[n * width :], b[n * width :], out=out[n * width :])
     return memoryview(out)
