@@ -43,8 +43,10 @@ class ModelRegistry(
     """Versions plus lifecycle, aliases, metrics added later, lineage, search and audit."""
 
     @classmethod
-    def init(cls, path: str | os.PathLike[str] = ".") -> ModelRegistry:
-        Repository.init(path).close()
+    def init(cls, path: str | os.PathLike[str] = ".", **where: str | None) -> ModelRegistry:
+        """Create a registry at ``path``; ``store=URL``/``metadata=URL`` put its packs or its
+        metadata DB elsewhere (default: local packs, SQLite in ``.tvc/``)."""
+        Repository.init(path, **where).close()
         return cls(path)
 
     def open(self, ref: str) -> VersionReader:
