@@ -25,7 +25,10 @@ def test_core_story_on_postgresql(tmp_path, pg_url):
         assert first["packs_rewritten"] == 2 and first["chunks_removed"] == 0
         assert reg.gc()["bytes_freed"] == 0
         assert reg.fsck(read_data=True)["ok"]
-        assert reg.read("m@v2", "model.safetensors") == (tmp_path / "b" / "model.safetensors").read_bytes()
+        assert (
+            reg.read("m@v2", "model.safetensors")
+            == (tmp_path / "b" / "model.safetensors").read_bytes()
+        )
         assert reg.stats()["versions"] == 2
     finally:
         reg.close()

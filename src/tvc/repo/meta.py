@@ -139,7 +139,8 @@ class Metadata:
         if row is not None:  # a deleted model committed to again: numbering goes on
             conn.execute(s.models.update().where(mo.id == row.id).values(deleted=None))
             return row.id
-        insert_new(conn, s.models, [{"name": model, "created": time.time(), "last_number": 0}])
+        row = {"name": model, "created": time.time(), "last_number": 0}
+        insert_new(conn, s.models, [row], keys=["name"])
         return conn.execute(sa.select(mo.id).where(mo.name == model)).scalar_one()
 
     def lock_model(self, conn: sa.Connection, mid: int) -> None:

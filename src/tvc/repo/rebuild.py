@@ -310,6 +310,23 @@ def _apply(conn, meta: Metadata, model_id, inserted: set[str], ev: dict[str, Any
         if vid not in inserted:
             return
         mid = model_id(ev["model"])
+        r = s.refs.c
+        where = (r.model_id == mid, r.kind == "branch", r.name == ev["branch"])
+        if conn.execute(sa.select(r.version_id).where(*where)).first() is None:
+            conn.execute(  # the commit created the branch: that is an audited move
+                s.ref_events.insert().values(
+                    model_id=mid,
+                    kind="branch",
+                    name=ev["branch"],
+                    old_version=None,
+                    new_version=vid,
+                    actor=ev.get("actor") or "",
+                    at=ev["at"],
+                    reason="",
+                    forced=False,
+                    rollback=False,
+                )
+            )
         _set_ref(conn, mid, "branch", ev["branch"], vid)
     elif kind == "ref":
         mid = model_id(ev["model"])
@@ -377,6 +394,20 @@ def _apply(conn, meta: Metadata, model_id, inserted: set[str], ev: dict[str, Any
         )
     elif kind == "rm_version":
         vid = ev["version"]
+        conn.execute(
+            s.ref_events.insert().values(
+                model_id=model_id(ev["model"]),
+                kind="rm",
+                name=f"v{ev.get('number')}",
+                old_version=vid,
+                new_version=None,
+                actor=ev.get("actor") or "",
+                at=ev["at"],
+                reason=ev.get("reason") or "",
+                forced=bool(ev.get("forced")),
+                rollback=False,
+            )
+        )
         if vid in inserted:
             conn.execute(s.versions.update().where(s.versions.c.id == vid).values(deleted=ev["at"]))
             conn.execute(s.version_files.delete().where(s.version_files.c.version_id == vid))

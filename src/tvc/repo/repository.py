@@ -623,6 +623,8 @@ class Repository:
             return [(k, n) for k, n in conn.execute(q)]
 
     def file_entry(self, version: Version, path: str) -> FileEntry:
+        if not version.files and version.size:  # from log/search, which list no files
+            version = self.version(version.id)
         for fe in version.files:
             if fe.path == path:
                 return fe

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import sqlalchemy as sa
 
-from tvc.errors import IntegrityError, LockTimeoutError, StorageError, TvcError
+from tvc.errors import ConflictError, IntegrityError, LockTimeoutError, StorageError, TvcError
 
 metadata = sa.MetaData()
 
@@ -76,7 +76,9 @@ leases = sa.Table(
 )
 
 
-def insert_new(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> int:
+def insert_new(
+    conn: sa.Connection, table: sa.Table, rows: list[dict], keys: list[str] | None = None
+) -> int:
     """Insert ``rows``, skipping those whose primary key exists (``ON CONFLICT DO NOTHING``).
 
     Two writers that store the same chunk in different packs both index it; the first row
@@ -88,7 +90,7 @@ def insert_new(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> int:
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    keys = [c.name for c in table.primary_key.columns]
+    keys = keys or [c.name for c in table.primary_key.columns]
     stmt = insert(table).on_conflict_do_nothing(index_elements=keys)
     if len(rows) == 1:  # callers that need to know whether it went in (refs, models)
         returning = stmt.returning(*table.primary_key.columns)
@@ -115,6 +117,11 @@ def db_errors(where: str) -> Iterator[None]:
         yield
     except TvcError:
         raise
+    except sa.exc.IntegrityError as exc:  # a constraint another writer won meanwhile
+        raise ConflictError(
+            f"the registry changed meanwhile ({str(exc.orig).splitlines()[0]}); run the "
+            "command again"
+        ) from exc
     except sa.exc.OperationalError as exc:
         msg = str(exc.orig)
         if "locked" in msg or "busy" in msg:
