@@ -228,8 +228,20 @@ def check(repo: Repository, *, read_data: bool, repair: bool, progress: Progress
                     progress.advance(row.size)
             finally:
                 progress.finish()
-    errors += _confirmed(repo, suspects, bad_chunks)
+    confirmed = _confirmed(repo, suspects, bad_chunks)
     bad_chunks = _still_bad(repo, bad_chunks)
+    if repair and bad_chunks:
+        restored = _restore_records(repo, bad_chunks)
+        if restored:
+            warnings.append(
+                f"wrote {len(restored)} manifest/version record(s) again from the DB "
+                "(their stored copies were missing or corrupt)"
+            )
+            bad_chunks -= restored
+    dropped = _drop_empty_missing_packs(repo) if repair else set()
+    errors += [e for e in confirmed if not any(name in e for name in dropped)]
+    if dropped:
+        warnings.append(f"dropped {len(dropped)} lost pack(s) nothing needs any more")
     if bad_chunks:
         with repo.meta.read() as conn:
             users = _users_of(repo, conn, bad_chunks)
@@ -275,6 +287,78 @@ def _confirmed(repo: Repository, suspects: list[tuple[str, str, str]], bad: set[
                     for r in conn.execute(sa.select(chunks_t.c.id).where(chunks_t.c.pack_id == pid))
                 )
     return out
+
+
+def _restore_records(repo: Repository, bad: set[str]) -> set[str]:
+    """Store again the manifest and version records among ``bad`` that the DB still holds:
+    the DB is an index over the store, but while it is intact it can repair the store's copy
+    of what it indexes (the inverse of a rebuild)."""
+    from tvc.repo.version import version_record
+
+    records: list[tuple[str, Kind, bytes]] = []
+    with repo.meta.read() as conn:
+        v = s.versions.c
+        for rid in sorted(bad):
+            kind = conn.execute(sa.select(chunks_t.c.kind).where(chunks_t.c.id == rid)).scalar()
+            if kind == Kind.MANIFEST:
+                body = conn.execute(
+                    sa.select(s.manifests.c.body).where(s.manifests.c.id == rid)
+                ).scalar()
+                if body is not None:
+                    m = repo.manifest(rid)
+                    records.append((rid, Kind.MANIFEST, m.canonical()))
+            elif kind == Kind.VERSION:
+                row = conn.execute(sa.select(v.metrics).where(v.id == rid)).first()
+                if row is None:
+                    continue
+                ver = repo.meta.load_version(conn, rid)
+                raw = version_record(
+                    model=ver.model,
+                    parents=list(ver.parents),
+                    files=list(ver.files),
+                    message=ver.message,
+                    author=ver.author,
+                    created=ver.created,
+                    params=ver.params,
+                    metrics=row.metrics or {},
+                    datasets=ver.datasets,
+                    code=ver.code,
+                    base=ver.base,
+                )
+                records.append((rid, Kind.VERSION, raw))
+    if not records:
+        return set()
+    session = repo.store.session()
+    try:
+        done = set()
+        for rid, kind, raw in records:
+            session.healed.add(rid)
+            session.force.add(rid)
+            if session.put_record(kind, raw) == rid:
+                done.add(rid)
+        session.flush()
+        with repo.meta.write() as conn:
+            session.index_into(conn)
+    except BaseException:
+        session.abort()
+        raise
+    finally:
+        session.end_lease()
+    return done
+
+
+def _drop_empty_missing_packs(repo: Repository) -> set[str]:
+    """Index rows of lost packs that no chunk row points into any more (all healed)."""
+    dropped = set()
+    with repo.meta.write() as conn:
+        for pid, name in conn.execute(sa.select(packs_t.c.id, packs_t.c.name)).all():
+            used = conn.execute(
+                sa.select(chunks_t.c.id).where(chunks_t.c.pack_id == pid).limit(1)
+            ).first()
+            if used is None and not repo.store.backend.exists(name):
+                conn.execute(packs_t.delete().where(packs_t.c.id == pid))
+                dropped.add(name)
+    return dropped
 
 
 def _still_bad(repo: Repository, bad: set[str]) -> set[str]:
