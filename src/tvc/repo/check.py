@@ -100,6 +100,7 @@ def check(repo: Repository, *, read_data: bool, repair: bool, progress: Progress
     errors: list[str] = []
     warnings: list[str] = []
     bad_chunks: set[str] = set()
+    repair = repair and not getattr(repo, "read_only", False)
     # (kind, pack name or chunk id, message): confirmed against the current index at the end
     suspects: list[tuple[str, str, str]] = []
     backend = repo.store.backend

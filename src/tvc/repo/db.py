@@ -51,8 +51,24 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
 
 
+def read_only_url(url: str) -> str:
+    """The URL that opens a SQLite DB without writing anything beside it (a registry shared
+    read-only: no write permission on ``.tvc/``, or a read-only mount).
+
+    ``mode=ro`` reads a WAL database while its writer keeps the ``-wal``/``-shm`` files; with
+    none there (no writer active) SQLite could not create them, so the file is opened
+    ``immutable``. Either way nothing is written.
+    """
+    path = sqlite_path(url)
+    assert path is not None
+    wal = path.with_name(path.name + "-wal")
+    flag = "mode=ro" if wal.exists() else "immutable=1"
+    return f"sqlite:///file:{path}?{flag}&uri=true"
+
+
 def create_engine(url: str, *, busy_timeout: float = 60.0) -> sa.Engine:
     if url.startswith("sqlite"):
+        read_only = "mode=ro" in url or "immutable=1" in url
         engine = sa.create_engine(
             url, connect_args={"timeout": busy_timeout, "check_same_thread": False}
         )
@@ -61,8 +77,9 @@ def create_engine(url: str, *, busy_timeout: float = 60.0) -> sa.Engine:
         def _pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
             dbapi_conn.isolation_level = None  # SQLAlchemy's begin below is the only one
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
+            if not read_only:
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             cur.close()

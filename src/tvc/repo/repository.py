@@ -41,6 +41,7 @@ from tvc.errors import (
     ExistsError,
     IntegrityError,
     NotARegistryError,
+    StorageError,
     UnknownRefError,
     UsageError,
 )
@@ -132,6 +133,10 @@ def lock_timeout() -> float:
     return value
 
 
+def _writable(dbfile: Path) -> bool:
+    return os.access(dbfile.parent, os.W_OK) and os.access(dbfile, os.W_OK)
+
+
 def find_root(start: str | os.PathLike[str] | None = None) -> Path:
     """The directory holding ``.tvc``: ``start`` itself, or the nearest parent that has one."""
     env = os.environ.get("TVC_DIR")
@@ -186,11 +191,22 @@ class Repository:
                 raise durable.storage_error(exc, f"cannot read {dbfile}") from exc
             if missing:
                 raise self._lost_db(backend, where, missing)
-        self.engine = db.create_engine(self.db_url, busy_timeout=lock_timeout())
+        # A registry shared read-only (no write permission on .tvc/, a read-only mount): read
+        # commands work; a write fails with a storage error (exit 10) at its transaction.
+        self.read_only = dbfile is not None and not _rebuild and not _writable(dbfile)
+        url = db.read_only_url(self.db_url) if self.read_only else self.db_url
+        self.engine = db.create_engine(url, busy_timeout=lock_timeout())
         if not _rebuild:
-            if db.current_revision(self.engine) is None:
+            rev = db.current_revision(self.engine)
+            if rev is None:
                 self.engine.dispose()
                 raise self._lost_db(backend, where, "empty")
+            if self.read_only and rev != db.SCHEMA_HEAD:
+                self.engine.dispose()
+                raise StorageError(
+                    f"{self.dir} needs a schema upgrade ({rev} → {db.SCHEMA_HEAD}), which needs "
+                    "write access: run any tvc command there as a user who can write to it"
+                )
             db.migrate(self.engine)
         self.store = ChunkStore(backend, self.engine, self.dir / "tmp")
         self.meta = Metadata(self.engine, backend, where)

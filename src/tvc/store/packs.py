@@ -72,8 +72,12 @@ class PackWriter:
     """Streams entries into a temp file, hashing as it goes; ``finish`` returns its final name."""
 
     def __init__(self, staging: Path) -> None:
-        staging.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="pack-", suffix=durable.TMP_SUFFIX, dir=staging)
+        try:
+            staging.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix="pack-", suffix=durable.TMP_SUFFIX, dir=staging)
+        except OSError as exc:
+            raise durable.storage_error(exc, f"cannot write a pack in {staging}") from exc
+        durable.share_mode(fd)
         self.path = Path(tmp)
         self._f = os.fdopen(fd, "wb")
         self._hash = hashing.hasher()
