@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 
 from tvc.errors import FormatError
-from tvc.formats.pickle_scan import ALLOWED_GLOBALS, scan_pickle, scan_pickle_file
+from tvc.formats.pickle_scan import ALLOWED_GLOBALS, scan_pickle, scan_stream
 
 
 class _Calls:
@@ -182,30 +182,35 @@ def test_malformed_pickles_are_format_errors(data):
     assert "\n" not in str(info.value)
 
 
-def test_scan_file_follows_consecutive_pickles():
+def test_scan_stream_follows_consecutive_pickles():
     # Legacy torch files are several pickles back to back, then raw storage bytes.
     first = pickle.dumps(119547037146038801333356, protocol=2)
-    second = pickle.dumps({"a": 1}, protocol=2)
-    third = pickle.dumps(_Calls(eval, "1"), protocol=2)
+    second = pickle.dumps({"a": 1}, protocol=0)  # any protocol, not only PROTO-marked ones
+    third = pickle.dumps(_Calls(eval, "1"), protocol=1)
     f = io.BytesIO(first + second + third + b"\x10\x00raw storage bytes")
 
-    assert scan_pickle_file(f) == (["builtins.eval"], None)
+    scan = scan_stream(f)
+
+    assert (scan.pickles, scan.unsafe) == (3, ["builtins.eval"])
+    assert scan.values[0] == 119547037146038801333356
+    assert scan.end == len(first + second + third) == f.tell()
+    assert scan.malformed is not None and not scan.called_unsafe  # the raw bytes
 
 
-def test_scan_file_reports_malformation():
-    f = io.BytesIO(pickle.dumps(_Calls(eval, "1"), protocol=2)[:-5])
+def test_scan_stream_reports_a_call_before_the_break():
+    data = pickle.dumps(_Calls(eval, "1"), protocol=2)[:-1]  # no STOP: loading still runs eval
 
-    found, malformed = scan_pickle_file(f)
+    scan = scan_stream(io.BytesIO(data))
 
-    assert found == ["builtins.eval"]
-    assert malformed is not None and "malformed pickle" in malformed
+    assert scan.pickles == 0
+    assert scan.partial_unsafe == ["builtins.eval"] and scan.called_unsafe
 
 
-def test_scan_file_protocol_0_only_when_asked():
-    data = b"cos\nsystem\n(S'ls'\ntR."
+def test_scan_stream_an_import_without_a_call_is_not_a_call():
+    # A text line starting with "c" reads as GLOBAL, but nothing is called before it breaks.
+    scan = scan_stream(io.BytesIO(b"col_a,col_b\n1,2\n3,4\n"))
 
-    assert scan_pickle_file(io.BytesIO(data)) == ([], None)
-    assert scan_pickle_file(io.BytesIO(data), always=True) == (["os.system"], None)
+    assert scan.pickles == 0 and not scan.called_unsafe and scan.malformed
 
 
 @settings(max_examples=200, deadline=None)
