@@ -1,0 +1,176 @@
+"""Every hostile pickle of the corpus is refused, every legitimate file accepted, nothing runs.
+
+The corpus (``pickle_corpus``) is built at test time. Besides tvc's own verdicts, the files are
+shown to the scanners made for this job — picklescan, modelscan, fickling — and every file
+picklescan or modelscan flags must be refused by tvc (fickling and ``picklescan --strict`` flag
+ordinary torch checkpoints too, so for them only the hostile files are checked). The
+comparison, with timings, is in ``tests/formats/pickle_scanners.md`` (``bench/pickle_scanners.py``
+prints it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from formats import pickle_corpus
+from tvc.errors import UnsafePickleError
+from tvc.formats import parse_file
+
+
+def _build() -> tuple[dict[str, dict[str, tuple[str, bytes]]], Path]:
+    """The corpus as bytes, built once at collection (the names parametrize the tests)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        marker = Path(tempfile.mkdtemp(prefix="tvc-corpus-")) / "MARKER"
+        files = {
+            "hostile": pickle_corpus.hostile_files(Path(tmp), str(marker)),
+            "benign": pickle_corpus.benign_files(Path(tmp)),
+        }
+    return files, marker
+
+
+_FILES, _MARKER = _build()
+HOSTILE = sorted(_FILES["hostile"])
+BENIGN = sorted(_FILES["benign"])
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("corpus")
+    out: dict = {"marker": _MARKER}
+    for kind, files in _FILES.items():
+        out[kind] = {}
+        for i, (name, (filename, data)) in enumerate(sorted(files.items())):
+            d = tmp / kind / str(i)
+            d.mkdir(parents=True)
+            (d / filename).write_bytes(data)
+            out[kind][name] = d / filename
+    return out
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_file_is_refused_and_never_run(corpus, name):
+    path = corpus["hostile"][name]
+
+    with pytest.raises(UnsafePickleError) as info:
+        parse_file(path)
+
+    assert info.value.exit_code == 6
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message and "--allow-unsafe-pickle" in message
+    # stored as opaque bytes when the user says so, still without running anything
+    layout = parse_file(path, allow_unsafe_pickle=True)
+    assert layout.metadata.get("unsafe_imports")
+    assert not corpus["marker"].exists()
+
+
+@pytest.mark.parametrize("name", BENIGN)
+def test_legitimate_file_is_accepted(corpus, name):
+    layout = parse_file(corpus["benign"][name])
+
+    assert "unsafe_imports" not in layout.metadata
+
+
+def test_legitimate_torch_files_keep_their_tensors(corpus):
+    for name in ("torch zip", "torch legacy", "torch legacy [.bin]", "torch legacy p4"):
+        layout = parse_file(corpus["benign"][name])
+        assert layout.format == "torch", name
+        assert len(layout.tensors) >= 4, name
+
+
+def _picklescan_flags(path: Path) -> bool:
+    scanner = pytest.importorskip("picklescan.scanner")
+    try:
+        return scanner.scan_file_path(str(path)).issues_count > 0
+    except Exception:  # picklescan raises on some files (an .npy named .bin, say)
+        return False
+
+
+def _modelscan_flags(path: Path) -> bool:
+    modelscan = pytest.importorskip("modelscan.modelscan")
+    return len(modelscan.ModelScan().scan(str(path))["issues"]) > 0
+
+
+def _fickling_flags(path: Path) -> bool:
+    fickling = pytest.importorskip("fickling")
+    from fickling.analysis import Severity
+
+    if zipfile.is_zipfile(path):
+        found = fickling.scan_zip_archive(str(path), graceful=True).values()
+        return any(r.severity >= Severity.LIKELY_UNSAFE for r in found)
+    result = fickling.scan_file(str(path), graceful=True)
+    return bool(result.results) and result.severity >= Severity.LIKELY_UNSAFE
+
+
+@pytest.mark.parametrize("scanner", [_picklescan_flags, _modelscan_flags])
+def test_every_file_a_scanner_flags_is_refused(corpus, scanner):
+    logging.disable(logging.CRITICAL)  # the scanners log every finding
+    try:
+        flagged = [
+            (kind, name)
+            for kind in ("hostile", "benign")
+            for name, path in corpus[kind].items()
+            if scanner(path)
+        ]
+    finally:
+        logging.disable(logging.NOTSET)
+    assert flagged, "the scanner flags nothing: the comparison tests nothing"
+    for kind, name in flagged:
+        with pytest.raises(UnsafePickleError):
+            parse_file(corpus[kind][name])
+    assert not corpus["marker"].exists()
+
+
+def test_every_hostile_file_fickling_flags_is_refused(corpus):
+    flagged = [name for name, path in corpus["hostile"].items() if _fickling_flags(path)]
+    assert flagged
+    for name in flagged:
+        with pytest.raises(UnsafePickleError):
+            parse_file(corpus["hostile"][name])
+
+
+def test_scikit_learn_model_is_refused_unless_allowed(tmp_path):
+    # Decision: a joblib file of a scikit-learn model imports sklearn classes (and joblib's
+    # array wrapper) that tvc cannot vouch for — unpickling can run any of their __setstate__,
+    # and an allow-list of "sklearn.*" would let any callable under it through — so it is
+    # refused, naming what it imports, unless --allow-unsafe-pickle.
+    joblib = pytest.importorskip("joblib")
+    linear = pytest.importorskip("sklearn.linear_model")
+    model = linear.LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+    path = tmp_path / "clf.joblib"
+    joblib.dump(model, path)
+
+    with pytest.raises(UnsafePickleError, match="sklearn"):
+        parse_file(path)
+    assert parse_file(path, allow_unsafe_pickle=True).metadata["unsafe_imports"]
+
+
+def test_cli_commit_refuses_with_exit_6_and_stores_nothing(corpus, tmp_path):
+    env = {**os.environ, "TVC_DAEMON": "0"}
+    reg = tmp_path / "reg"
+    subprocess.run([sys.executable, "-m", "tvc", "init", str(reg)], check=True, env=env)
+    for name in ("legacy torch, keys pickle p0",):
+        path = corpus["hostile"][name]
+        out = subprocess.run(
+            [sys.executable, "-m", "tvc", "-R", str(reg), "commit", "m", str(path), "-m", "x"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert out.returncode == 6, (name, out.stderr)
+        assert out.stderr.count("\n") == 1 and "allow-unsafe-pickle" in out.stderr, out.stderr
+    log = subprocess.run(
+        [sys.executable, "-m", "tvc", "-R", str(reg), "ls", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert log.stdout.strip() == "[]", log.stdout
+    assert not corpus["marker"].exists()
