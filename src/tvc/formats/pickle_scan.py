@@ -28,6 +28,7 @@ runs ``ls`` however the file goes on.
 
 from __future__ import annotations
 
+import codecs
 import io
 import os
 import pickletools
@@ -114,6 +115,9 @@ _INT_OPS = frozenset({"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "L
 # Opcodes that call the object below their arguments: (opcode, index of the callable in the
 # items they pop, counted from the bottom).
 _CALLS = {"REDUCE": 0, "NEWOBJ": 0, "NEWOBJ_EX": 0}
+# Opcodes that change the object below their arguments, through its own methods if it is not
+# a plain dict, list or set.
+_MUTATIONS = frozenset({"SETITEM", "SETITEMS", "APPEND", "APPENDS", "ADDITEMS"})
 
 
 class _Malformed(Exception):
@@ -242,11 +246,7 @@ def _ops(f: BinaryIO) -> Iterator[tuple[pickletools.OpcodeInfo, Any, int]]:
             if spec.name in _COUNTED:
                 arg = _counted(f, *_COUNTED[spec.name])
             elif spec.n == pickletools.UP_TO_NEWLINE:
-                lines = [_line(f) for _ in range(2 if spec.name.endswith("_pair") else 1)]
-                if any(line is _BIG for line in lines):
-                    arg = _BIG
-                else:
-                    arg = spec.reader(io.BytesIO(b"".join(lines)))
+                arg = _text_arg(f, spec.name)
             else:
                 arg = spec.reader(f)
         yield op, arg, pos
@@ -309,6 +309,54 @@ def _line(f: BinaryIO) -> bytes | object:
             return _BIG
 
 
+def _text_arg(f: BinaryIO, kind: str) -> Any:
+    """A newline-terminated argument, read never more strictly than the C unpickler reads it.
+
+    ``pickletools`` is stricter in places (``GLOBAL`` names must be ASCII and go through
+    escape decoding; ``I0x10`` is refused), and every place where the scanner gives up while
+    the loader goes on is a place to hide a payload. So names are UTF-8 without escapes, as
+    ``_pickle.c`` decodes them, and numbers that do not parse are unknown values, not errors.
+    """
+    if kind == "stringnl_noescape_pair":  # GLOBAL, INST: module and name
+        lines = [_line(f), _line(f)]
+        if any(line is _BIG for line in lines):
+            return _BIG
+        try:
+            module, name = (line[:-1].decode("utf-8") for line in lines)  # type: ignore[index]
+        except UnicodeDecodeError:
+            raise _Malformed("a global's name is not UTF-8") from None
+        return (module, name)
+    line = _line(f)
+    if line is _BIG:
+        return _BIG
+    text = line[:-1].decode("latin-1")  # type: ignore[index]
+    if kind == "decimalnl_short":  # INT: also the booleans 00 and 01
+        if text in ("00", "01"):
+            return text == "01"
+        return _lax_int(text)
+    if kind == "decimalnl_long":  # LONG
+        return _lax_int(text[:-1] if text.endswith("L") else text)
+    if kind == "floatnl":
+        return None
+    if kind == "stringnl":  # STRING: quoted, with escapes (as _pickle.c checks)
+        if len(text) < 2 or text[0] != text[-1] or text[0] not in "'\"":
+            raise _Malformed("the STRING opcode argument must be quoted")
+        raw = codecs.escape_decode(text[1:-1].encode("latin-1"))[0]
+        return raw.decode("latin-1")
+    if kind == "unicodestringnl":  # UNICODE
+        return line[:-1].decode("raw-unicode-escape")  # type: ignore[index]
+    return text  # PERSID: a persistent id loaders resolve themselves
+
+
+def _lax_int(text: str) -> int | None:
+    for base in (10, 0, 8):
+        try:
+            return int(text, base)
+        except ValueError:
+            continue
+    return None
+
+
 # --- the symbolic machine ---------------------------------------------------------------------
 
 
@@ -338,7 +386,7 @@ class _Machine:
             if arg is _BIG:
                 g = self.resolve(None, f"<{name} naming over {BIG_ARG} bytes>")
             else:
-                module, _, attr = arg.partition(" ")
+                module, attr = arg
                 g = self.resolve(module, attr)
             if name == "GLOBAL":
                 stack.append(g)
@@ -398,6 +446,12 @@ class _Machine:
             popped = self.pop(len(before))
         if name in _CALLS:
             self.call(popped[_CALLS[name]])
+        if name in _MUTATIONS:
+            # dict[key] = v, list.append, set.add: on anything but a real dict, list or set
+            # these call the object's own methods (os.environ[...] = ..., sys.path.append)
+            self.call(popped[0])
+            stack.append(popped[0])
+            return
         if name == "MARK":
             stack.append(_MARK)
         elif name in _STRING_OPS and isinstance(arg, str):
