@@ -18,10 +18,12 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given, settings
 
 from formats import pickle_corpus
-from tvc.errors import UnsafePickleError
+from tvc.errors import FormatError, UnsafePickleError
 from tvc.formats import parse_file
 
 
@@ -76,6 +78,25 @@ def test_legitimate_file_is_accepted(corpus, name):
     layout = parse_file(corpus["benign"][name])
 
     assert "unsafe_imports" not in layout.metadata
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), hostile=st.booleans())
+def test_fuzz_mutated_corpus_files(data, hostile, corpus, mutate, scratch, check_layout):
+    kind, names = ("hostile", HOSTILE) if hostile else ("benign", BENIGN)
+    path = corpus[kind][data.draw(st.sampled_from(names), label="file")]
+    blob = mutate(data, path.read_bytes())
+    out = scratch / f"fuzz{path.suffix}"
+    out.write_bytes(blob)
+    for allow in (False, True):
+        try:
+            layout = parse_file(out, allow_unsafe_pickle=allow)
+        except FormatError as e:
+            assert "cannot be parsed" not in str(e), e  # foreseen, not caught by the net
+            assert "\n" not in str(e)
+            continue
+        check_layout(layout, blob)
+    assert not corpus["marker"].exists()
 
 
 def test_legitimate_torch_files_keep_their_tensors(corpus):

@@ -130,11 +130,12 @@ def _maybe_torch_zip(name: str, ext: str, allow_unsafe_pickle: bool) -> Layout |
         layout = parse_torch_zip(name, zf, allow_unsafe_pickle=allow_unsafe_pickle)
         # parse_torch_zip scanned the pickles torch loads; scan every other member too.
         prefix = member[: -len("data.pkl")]
+        data = prefix + "data/"  # the storage records: raw tensor bytes
         findings = Findings()
         scan_zip(
             zf,
             findings,
-            skip=lambda n: n.startswith(prefix) and (n.endswith(".pkl") or "/data/" in n[-80:]),
+            skip=lambda n: n.startswith(prefix) and (n.endswith(".pkl") or n.startswith(data)),
         )
     return _judged(name, findings, allow_unsafe_pickle, layout)
 

@@ -205,21 +205,28 @@ def _scan_tar(f: BinaryIO, findings: Findings) -> None:
     except Exception:
         return
     with tf:
-        names = set(tf.getnames())
-        if {"pickle", "storages"} <= names:
+        try:
+            members = tf.getmembers()
+        except (tarfile.TarError, OSError, EOFError):
+            return  # tarfile (and so torch) cannot list it: nothing in it would be loaded
+        if {"pickle", "storages"} <= {m.name for m in members}:
             # torch's first format: its "storages" member interleaves pickles with raw bytes
             findings.problems.append("a torch tar archive (torch < 0.4), which tvc cannot check")
-        for info in tf.getmembers():
+        for info in members:
             if not info.isfile():
                 continue
-            m = tf.extractfile(info)
-            if m is None:
-                continue
-            with m:
-                strict = info.name in _TORCH_TAR_MEMBERS or (
-                    os.path.splitext(info.name)[1].lower() in PICKLE_EXTENSIONS
-                )
-                findings.add(info.name, scan_stream(m, rewind=False), strict=strict)
+            strict = info.name in _TORCH_TAR_MEMBERS or (
+                os.path.splitext(info.name)[1].lower() in PICKLE_EXTENSIONS
+            )
+            try:
+                m = tf.extractfile(info)
+                if m is None:
+                    continue
+                with m:
+                    findings.add(info.name, scan_stream(m, rewind=False), strict=strict)
+            except (tarfile.TarError, OSError, EOFError) as e:
+                if strict:
+                    findings.problems.append(f"{info.name}: cannot be read ({brief(str(e))})")
 
 
 class _NoGlobals(pickle.Unpickler):
