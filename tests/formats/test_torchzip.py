@@ -427,3 +427,28 @@ def test_fuzz_mutated_pickle(data, allow, valid_members, mutate, scratch, check_
         assert "\n" not in str(e)
         return
     check_layout(layout, path.read_bytes())
+
+
+def test_legacy_storage_bytes_are_never_taken_for_pickles(tmp_path):
+    # A storage of 128 elements starts its record with the count 0x80 00 … (a PROTO opcode),
+    # and this one's bytes are a hostile pickle: torch.load never unpickles record bytes, so
+    # the file is legitimate, and tvc walks past the records instead of scanning them.
+    import os
+
+    evil = pickle.dumps([_Calls(os.system, "true")], protocol=2)
+    sd = {
+        "count_0x80": torch.zeros(128, dtype=torch.uint8),
+        "looks_evil": torch.frombuffer(bytearray(evil), dtype=torch.uint8),
+    }
+    path = tmp_path / "legacy.pt"
+    torch.save(sd, path, _use_new_zipfile_serialization=False)
+    assert evil in path.read_bytes()
+
+    layout = parse_file(path)
+
+    assert layout.format == "torch"
+    assert {t.name for t in layout.tensors} == set(sd)
+    # bytes appended after the records are another matter: a loop of pickle.load reads them
+    path.write_bytes(path.read_bytes() + evil)
+    with pytest.raises(UnsafePickleError, match="system"):
+        parse_file(path)
