@@ -19,10 +19,12 @@ from tvc.formats.chunking import PIECE_SIZE, ChunkSpec, iter_chunks
 from tvc.formats.dtypes import itemsize, numpy_dtype
 from tvc.formats.layout import Layout, Segment, TensorInfo, brief
 from tvc.formats.pickle_files import (
+    PICKLE_EXTENSIONS,
     TORCH_EXTENSIONS,
     ZIP_MAGIC,
     Findings,
     find_pickles,
+    may_hold_pickles,
     scan_zip,
 )
 from tvc.formats.pickle_scan import refusal, scan_pickle
@@ -96,7 +98,7 @@ def _parse(name: str, parse: bool, allow_unsafe_pickle: bool) -> Layout:
     ext = os.path.splitext(name)[1].lower()
     try:
         with open(name, "rb") as f:
-            head = f.read(8)
+            head = f.read(512)
     except OSError as e:
         raise PathError(f"{name}: {e.strerror or 'cannot be read'}") from None
 
@@ -110,6 +112,8 @@ def _parse(name: str, parse: bool, allow_unsafe_pickle: bool) -> Layout:
         layout = _maybe_torch_zip(name, ext, allow_unsafe_pickle)
         if layout is not None:
             return layout
+    if not may_hold_pickles(head) and ext not in PICKLE_EXTENSIONS:
+        return opaque_layout(size)
     return _sniffed(name, size, ext, allow_unsafe_pickle)
 
 

@@ -23,6 +23,7 @@ import io
 import lzma
 import os
 import pickle
+import pickletools
 import tarfile
 import zipfile
 import zlib
@@ -44,6 +45,7 @@ ZIP_MAGIC = b"PK\x03\x04"
 #: The small legacy-torch pickles (magic, protocol, keys) are loaded to learn their values;
 #: anything bigger than this is not what torch writes.
 MAX_SMALL_PICKLE = 1 << 26
+_OPCODE_BYTES = frozenset(op.code.encode("latin-1") for op in pickletools.opcodes)
 #: Member names torch's old tar format unpickles.
 _TORCH_TAR_MEMBERS = frozenset({"sys_info", "pickle", "storages", "tensors"})
 
@@ -58,7 +60,9 @@ class Findings:
 
     def add(self, where: str, scan: PickleScan, *, strict: bool) -> bool:
         """Record one stream's scan; False if the stream was no pickle at all."""
-        partial_counts = scan.called_unsafe or scan.hostile or (strict and not scan.pickles)
+        # A pickle that broke off counts if it used something unsafe first, or if the file
+        # says it is a pickle; otherwise it is just bytes that happen to start like one.
+        partial_counts = scan.called_unsafe or (strict and not scan.pickles)
         if not scan.pickles and not partial_counts:
             return False
         self.pickles += scan.pickles + (1 if scan.malformed and partial_counts else 0)
@@ -67,7 +71,7 @@ class Findings:
             shown = f"{where}:{name}" if where else name
             if shown not in self.unsafe:
                 self.unsafe.append(shown)
-        if scan.malformed and partial_counts and (strict or scan.hostile):
+        if scan.malformed and partial_counts and strict:
             self.problems.append(f"{where or 'pickle'}: {scan.malformed}")
         return True
 
@@ -79,6 +83,21 @@ class LegacyTorch:
     object_pickle: tuple[int, int]  # byte range of the pickle of the saved object
     records: dict[str, tuple[int, int]]  # storage key -> (data offset, length)
     end: int  # where the last record ends
+
+
+def may_hold_pickles(head: bytes) -> bool:
+    """Whether a file starting with ``head`` (its first 512 bytes) could hold a pickle at all.
+
+    A pickle starts with an opcode; containers start with their magic (a tar's is at byte 257).
+    Most other files — JSON, text, vocabularies — fail this test on their first byte, which
+    spares them the scan.
+    """
+    return bool(head) and (
+        head[:1] in _OPCODE_BYTES
+        or head.startswith((ZIP_MAGIC, NPY_MAGIC))
+        or _decompressor(head) is not None
+        or head[257:262] == b"ustar"
+    )
 
 
 def find_pickles(
@@ -93,7 +112,10 @@ def find_pickles(
     findings = Findings()
     head = f.read(512)
     f.seek(0)
-    strict = ext in PICKLE_EXTENSIONS or (ext in TORCH_EXTENSIONS and head[:1] == b"\x80")
+    # Only a name that says "pickle" makes a scan strict: a torch extension does not (.bin is
+    # also raw data, 1 in 256 of which starts with the PROTO byte), and the lenient scan is
+    # safe for any file, as the scanner never reads more strictly than the C unpickler.
+    strict = ext in PICKLE_EXTENSIONS
     if head.startswith(ZIP_MAGIC):
         try:
             zf = zipfile.ZipFile(f)
@@ -116,12 +138,11 @@ def find_pickles(
     if len(head) >= 262 and head[257:262] == b"ustar":
         _scan_tar(f, findings)
         return findings, None
-    scan = scan_stream(f, max_pickles=1)
-    if scan.values[:1] == [TORCH_MAGIC] and not scan.malformed:
+    scan = scan_stream(f)
+    if scan.values[:1] == [TORCH_MAGIC]:  # legacy torch.save: read again, record by record
         f.seek(0)
         return findings, _scan_legacy_torch(f, size, findings, storage_sizes)
-    f.seek(0)
-    findings.add("", scan_stream(f), strict=strict)
+    findings.add("", scan, strict=strict)
     return findings, None
 
 
@@ -139,7 +160,7 @@ def scan_zip(
                 if head.startswith(NPY_MAGIC):
                     _scan_npy(m, info.filename, findings)
                     continue
-                strict = ext in PICKLE_EXTENSIONS or head[:1] == b"\x80"
+                strict = ext in PICKLE_EXTENSIONS
                 findings.add(info.filename, scan_stream(m, rewind=False), strict=strict)
         except Exception as e:  # encrypted, unknown compression, bad CRC
             if ext in PICKLE_EXTENSIONS:

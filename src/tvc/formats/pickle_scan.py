@@ -13,10 +13,11 @@ and ``BUILD`` applied to a global itself (which sets attributes on a module-leve
 class) is reported as unsafe.
 
 An extension code (``EXT1/2/4``), a ``STACK_GLOBAL`` whose strings cannot be resolved, or a
-memo index far beyond any real writer's is reported too: a pickle we cannot read is never
-called safe. The opcode reader mirrors ``pickletools.genops`` but never holds a large argument
-in memory (bytes, strings, longs and text lines above 64 KiB are skipped, not read into a
-buffer), so a multi-GB pickle of arrays is scanned in constant memory.
+memo index far beyond any real writer's (it makes the C unpickler allocate a table that
+large) is reported too: a pickle we cannot read is never called safe. The opcode reader
+mirrors ``pickletools.genops`` but never holds a large argument in memory (bytes, strings,
+longs and text lines above 64 KiB are skipped, not read into a buffer), so a multi-GB pickle
+of arrays is scanned in constant memory.
 
 *Strict* and *lenient* scans differ only for bytes that stop parsing as a pickle: a strict
 scan (for files that say they are pickles) refuses what it cannot read to the end; a lenient
@@ -124,10 +125,6 @@ class _Malformed(Exception):
     pass
 
 
-class _Hostile(_Malformed):
-    """Malformed in a way the C unpickler would accept: never a reason to call bytes harmless."""
-
-
 @dataclass(frozen=True)
 class _Global:
     """A global on the symbolic stack, as the loader would resolve it."""
@@ -144,12 +141,11 @@ class PickleScan:
     pickles: int = 0  # complete pickles read (each ended with STOP)
     end: int = 0  # stream position after the last complete pickle
     values: list[Any] = field(default_factory=list)  # each complete pickle's top, if simple
-    # The pickle that broke off, if any: why, what it imported, whether it called any of it
-    # (or BUILD on a global), and whether the break is one the C unpickler would not stop at.
+    # The pickle that broke off, if any: why, what it imported, and whether it used any of it
+    # (called it, built it, set items on it).
     malformed: str | None = None
     partial_unsafe: list[str] = field(default_factory=list)
     called_unsafe: bool = False
-    hostile: bool = False
 
 
 def scan_pickle(data: bytes | bytearray | memoryview | BinaryIO) -> list[str]:
@@ -203,7 +199,6 @@ def scan_stream(
         except Exception as e:  # _Malformed, or a reader's ValueError and friends
             detail = " ".join(str(e).split())[:200]  # one line, however odd the bytes
             scan.malformed = f"{detail} (near byte {machine.pos})"
-            scan.hostile = isinstance(e, _Hostile)
             scan.partial_unsafe = found
             scan.called_unsafe = machine.called_unsafe
             break
@@ -365,6 +360,7 @@ class _Machine:
 
     def __init__(self, found: list[str]):
         self.found = found
+        self.seen: set[str] = set(found)
         self.called_unsafe = False
         self.result: Any = None  # what STOP returns
         self.stack: list[Any] = []
@@ -402,16 +398,17 @@ class _Machine:
             else:
                 stack.append(self.resolve(None, f"<unresolved STACK_GLOBAL at byte {self.pos}>"))
             return
-        if name.startswith("EXT"):
+        if name.startswith("EXT"):  # a global from the copyreg registry: could be anything
             stack.append(self.resolve(None, f"<extension code {arg}>"))
-            self.called_unsafe = True  # the copyreg registry: anything at all
             return
         if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
             if not stack or stack[-1] is _MARK:
                 raise _Malformed(f"memo store of an empty stack at byte {self.pos}")
             index = len(self.memo) if name == "MEMOIZE" else arg
             if index > self.n_ops + MEMO_SLACK:  # the C unpickler sizes its memo table by it
-                raise _Hostile(f"memo index {index} out of range at byte {self.pos}")
+                # Reported, not a reason to stop: the loader would go on (or run out of
+                # memory), so the scan goes on too.
+                self.report(f"<memo index {index} at byte {self.pos}: a memory bomb>")
             self.memo[index] = stack[-1]
             return
         if name in ("GET", "BINGET", "LONG_BINGET"):
@@ -482,7 +479,8 @@ class _Machine:
             self.called_unsafe = True
 
     def report(self, name: str) -> None:
-        if name not in self.found:
+        if name not in self.seen:
+            self.seen.add(name)
             self.found.append(name)
 
     def pop(self, n: int) -> list[Any]:
