@@ -131,6 +131,9 @@ class _Global:
 
     name: str
     allowed: bool
+    # From the copyreg registry (EXT1/2/4): CPython registers no code, so loading stops at the
+    # EXT opcode unless the loading program registered one; using it is not counted as a use.
+    extension: bool = False
 
 
 @dataclass
@@ -141,6 +144,7 @@ class PickleScan:
     pickles: int = 0  # complete pickles read (each ended with STOP)
     end: int = 0  # stream position after the last complete pickle
     values: list[Any] = field(default_factory=list)  # each complete pickle's top, if simple
+    used_unsafe: bool = False  # a complete pickle used (called, built…) a disallowed global
     # The pickle that broke off, if any: why, what it imported, and whether it used any of it
     # (called it, built it, set items on it).
     malformed: str | None = None
@@ -204,6 +208,7 @@ def scan_stream(
             break
         scan.pickles += 1
         scan.end = f.tell()
+        scan.used_unsafe = scan.used_unsafe or machine.called_unsafe
         scan.unsafe += [g for g in found if g not in scan.unsafe]
         top = machine.result
         scan.values.append(top if isinstance(top, int | str) else None)
@@ -399,7 +404,8 @@ class _Machine:
                 stack.append(self.resolve(None, f"<unresolved STACK_GLOBAL at byte {self.pos}>"))
             return
         if name.startswith("EXT"):  # a global from the copyreg registry: could be anything
-            stack.append(self.resolve(None, f"<extension code {arg}>"))
+            g = self.resolve(None, f"<extension code {arg}>")
+            stack.append(_Global(g.name, False, extension=True))
             return
         if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
             if not stack or stack[-1] is _MARK:
@@ -430,7 +436,7 @@ class _Machine:
         if name == "BUILD":
             inst, _state = self.pop(2)
             if isinstance(inst, _Global):  # sets attributes of the imported object itself
-                self.called_unsafe = True
+                self.called_unsafe = self.called_unsafe or not inst.extension
                 self.report(f"{inst.name} (modified by BUILD)")
             stack.append(None if isinstance(inst, _Global) else inst)
             return
@@ -475,7 +481,7 @@ class _Machine:
         return _Global(full, allowed)
 
     def call(self, target: Any) -> None:
-        if isinstance(target, _Global) and not target.allowed:
+        if isinstance(target, _Global) and not target.allowed and not target.extension:
             self.called_unsafe = True
 
     def report(self, name: str) -> None:
