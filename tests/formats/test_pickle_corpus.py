@@ -217,3 +217,26 @@ def test_random_bytes_are_not_taken_for_pickles():
         findings, legacy = find_pickles("raw.bin", io.BytesIO(data), size, ".bin")
         assert not findings.unsafe and not findings.problems and legacy is None, data[:64]
     assert sniffed > 10_000
+
+
+def test_npy_header_numpy_reads_only_with_allow_pickle(tmp_path):
+    # np.load lifts its 10,000-byte header limit when allow_pickle=True, so a long header
+    # must not make tvc skip the object array's pickle.
+    import pickle
+    import struct
+
+    import numpy as np
+
+    header = "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }" + " " * 20_000 + "\n"
+    head = b"\x93NUMPY\x02\x00" + struct.pack("<I", len(header)) + header.encode()
+    benign = tmp_path / "benign.npy"
+    benign.write_bytes(head + pickle.dumps(np.array(["a"], dtype=object), protocol=3))
+    with pytest.raises(ValueError, match="large"):
+        np.load(benign)
+    assert np.load(benign, allow_pickle=True)[0] == "a"  # read despite the long header
+    assert parse_file(benign).metadata["pickle"] is True
+
+    hostile = tmp_path / "a.npy"
+    hostile.write_bytes(head + pickle_corpus.hostile_pickles("/nonexistent")["os.system p2"])
+    with pytest.raises(UnsafePickleError, match="system"):
+        parse_file(hostile)

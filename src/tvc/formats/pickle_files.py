@@ -46,6 +46,8 @@ ZIP_MAGIC = b"PK\x03\x04"
 #: anything bigger than this is not what torch writes.
 MAX_SMALL_PICKLE = 1 << 26
 _OPCODE_BYTES = frozenset(op.code.encode("latin-1") for op in pickletools.opcodes)
+#: The largest .npy header tvc reads (numpy's own limit, lifted by allow_pickle, is 10,000).
+MAX_NPY_HEADER = 1 << 26
 #: Member names torch's old tar format unpickles.
 _TORCH_TAR_MEMBERS = frozenset({"sys_info", "pickle", "storages", "tensors"})
 
@@ -181,15 +183,33 @@ def scan_zip(
 
 
 def _scan_npy(f: BinaryIO, where: str, findings: Findings) -> None:
-    """An object array's pickle, after the header, is what ``np.load(allow_pickle=True)`` runs."""
+    """An object array's pickle, after the header, is what ``np.load(allow_pickle=True)`` runs.
+
+    The header is read by numpy's own reader, with the limit ``allow_pickle=True`` uses (none:
+    we allow MAX_NPY_HEADER), so a header numpy would accept is never one tvc skips.
+    """
     import numpy.lib.format as npf
 
     try:
+        from numpy.lib._format_impl import _read_array_header  # numpy 2
+    except ImportError:  # pragma: no cover - numpy 1
+        from numpy.lib.format import _read_array_header  # type: ignore[attr-defined,no-redef]
+
+    try:
         version = npf.read_magic(f)
-        reader = npf.read_array_header_1_0 if version == (1, 0) else npf.read_array_header_2_0
-        _shape, _order, dtype = reader(f)
     except Exception:
-        return  # numpy could not read the header either: nothing of it would run
+        return  # numpy could not read it either: nothing of it would run
+    start = f.tell()
+    width = 2 if version == (1, 0) else 4
+    length = int.from_bytes(f.read(width), "little")
+    if length > MAX_NPY_HEADER:
+        findings.problems.append(f"{where or 'npy'}: a {length}-byte header, too large to check")
+        return
+    f.seek(start)
+    try:
+        _shape, _order, dtype = _read_array_header(f, version, max_header_size=MAX_NPY_HEADER)
+    except Exception:
+        return
     if dtype.hasobject:
         findings.add(where or "npy", scan_stream(f, rewind=False), strict=True)
 
