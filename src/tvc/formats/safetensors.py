@@ -139,7 +139,11 @@ def _decode_header(raw: bytes, fail) -> dict[str, Any]:
         raise fail(f"header is not UTF-8 ({e.reason} at byte {8 + e.start})") from None
     try:
         header = json.loads(
-            text, object_pairs_hook=no_duplicates, parse_constant=no_constant, parse_int=integer
+            text,
+            object_pairs_hook=no_duplicates,
+            parse_constant=no_constant,
+            # the hook costs a Python call per number: only when a "-0" may be there at all
+            parse_int=integer if b"-0" in raw else None,
         )
     except FormatError:
         raise
@@ -156,13 +160,27 @@ def _decode_header(raw: bytes, fail) -> dict[str, Any]:
     return header
 
 
-def _serde_problem(root: Any) -> str | None:
-    """What serde_json would refuse in a document Python's json module accepted, or None.
+def _serde_problem(header: dict[str, Any]) -> str | None:
+    """What serde_json would refuse in a header Python's json module accepted, or None.
 
     Python takes lone UTF-16 surrogates (``"\\ud800"``), numbers beyond the float range (as
     infinity or a huge int) and any nesting its stack allows; serde_json takes none of them.
+    A tensor entry's own fields are checked by ``_tensor`` (a dtype from the list, integers);
+    everything else — names, metadata, extra fields — is walked here.
     """
-    stack: list[tuple[Any, int]] = [(root, 1)]
+    stack: list[tuple[Any, int]] = []
+    for name, entry in header.items():
+        if _has_surrogate(name):
+            return "a lone UTF-16 surrogate"
+        if name == "__metadata__" or not isinstance(entry, dict):
+            stack.append((entry, 2))
+            continue
+        for field, value in entry.items():
+            if _has_surrogate(field):
+                return "a lone UTF-16 surrogate"
+            if field in _TENSOR_FIELDS and _plain(value):
+                continue
+            stack.append((value, 3))
     while stack:
         value, depth = stack.pop()
         if isinstance(value, dict | list):
@@ -185,6 +203,16 @@ def _serde_problem(root: Any) -> str | None:
             except OverflowError:
                 return "a number out of range"
     return None
+
+
+_TENSOR_FIELDS = frozenset({"dtype", "shape", "data_offsets"})
+
+
+def _plain(value: Any) -> bool:
+    """A dtype name or a list of small integers: nothing serde_json could object to."""
+    if isinstance(value, str):
+        return value in dtypes.SAFETENSORS_DTYPES
+    return isinstance(value, list) and all(type(x) is int and 0 <= x <= _U64_MAX for x in value)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
