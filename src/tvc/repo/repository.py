@@ -107,10 +107,14 @@ class CommitResult(Version):
 
 
 class _BranchMoved(Exception):
-    """The branch is no longer where the commit started (internal: the commit re-parents)."""
+    """The branch is no longer where the commit started (internal: the commit re-parents).
 
-    def __init__(self, head: str | None) -> None:
-        self.head = head
+    ``seen``: where the branch points now (None: it does not exist); ``parent``: what the
+    version's first parent becomes (a new branch starts at the head of main).
+    """
+
+    def __init__(self, seen: str | None, parent: str | None) -> None:
+        self.seen, self.parent = seen, parent
 
 
 class _ChunksGone(Exception):
@@ -459,7 +463,7 @@ class Repository:
                         raise ConflictError(
                             f"branch {branch} of {model} moved during the operation; run it again"
                         ) from None
-                    seen = parent = moved.head
+                    seen, parent = moved.seen, moved.parent
                 except _ChunksGone as gone:
                     # gc took (or fsck found damaged) chunks this commit reused: store them
                     # again from the files, which are still here.
@@ -506,12 +510,9 @@ class Repository:
         mid = self.meta.model_id(conn, model, create=True)
         self.meta.lock_model(conn, mid)
         head = self.meta.ref_target(conn, mid, "branch", branch)
-        if head != seen:
-            raise _BranchMoved(head)
-        if head is None and parent != self.meta.ref_target(
-            conn, mid, "branch", names.DEFAULT_BRANCH
-        ):
-            raise _BranchMoved(self.meta.ref_target(conn, mid, "branch", names.DEFAULT_BRANCH))
+        main = self.meta.ref_target(conn, mid, "branch", names.DEFAULT_BRANCH)
+        if head != seen or (head is None and parent != main):
+            raise _BranchMoved(head, head if head is not None else main)
         for p in parents:
             v = self.meta.load_version(conn, p, files=False)
             if v.deleted is not None:
