@@ -190,3 +190,14 @@ def test_rm_refuses_protected_versions_and_moves_the_branch_back(registry, tmp_p
         registry.resolve("m@v3")
     registry.rm_model("m")
     assert [m["model"] for m in registry.models()] == []
+
+
+def test_deleted_versions_leave_search_and_models(registry, tmp_path):
+    f = tmp_path / "a.txt"
+    for i in range(3):
+        f.write_text(str(i))
+        registry.commit("m", [f], f"c{i}", metrics={"acc": i / 10})
+    registry.rm("m@v2")
+    assert [v.number for v in registry.search("metrics.acc >= 0")] == [3, 1]
+    assert registry.models()[0]["versions"] == 2
+    assert registry.stats()["versions"] == 2
