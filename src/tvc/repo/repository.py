@@ -215,6 +215,10 @@ class Repository:
         self.store = ChunkStore(backend, self.engine, self.dir / "tmp")
         self.meta = Metadata(self.engine, backend, where)
         self._manifest_cache: dict[str, Manifest] = {}
+        if not _rebuild and rev is not None and rev < "0003":
+            from tvc.repo.rebuild import backfill
+
+            backfill(self)  # a registry made before the store held the truth: now it does
 
     @staticmethod
     def _lost_db(backend, where: str, what: str) -> IntegrityError:
