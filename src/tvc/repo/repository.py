@@ -246,7 +246,7 @@ class Repository:
         if (regdir / "config.toml").exists():
             raise ExistsError(f"a tvc registry already exists at {regdir}")
         try:
-            regdir.mkdir(parents=True, exist_ok=True)
+            durable.make_dirs(regdir)
             (regdir / "tmp").mkdir(exist_ok=True)
         except OSError as exc:
             raise durable.storage_error(exc, f"cannot create {regdir}") from exc
