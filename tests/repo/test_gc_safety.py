@@ -8,9 +8,11 @@ the same bytes heals, many small commits end up in few packs.
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
+import pytest
 
 import tvc
 from tvc.store.packs import Kind
@@ -181,12 +183,12 @@ def test_rm_refuses_protected_versions_and_moves_the_branch_back(registry, tmp_p
         make_model_dir(d, seed=i, n_layers=2, width=32)
         registry.commit("m", [d], f"c{i}")
     registry.alias("m", "production", "v3")
-    with __import__("pytest").raises(tvc.errors.ConflictError, match="alias production"):
+    with pytest.raises(tvc.errors.ConflictError, match="alias production"):
         registry.rm("m@v3")
     registry.rm("m@v3", force=True, reason="bad weights")
     assert registry.resolve("m").number == 2  # main moved back
     assert registry.aliases("m") == []
-    with __import__("pytest").raises(tvc.errors.UnknownRefError, match="deleted"):
+    with pytest.raises(tvc.errors.UnknownRefError, match="deleted"):
         registry.resolve("m@v3")
     registry.rm_model("m")
     assert [m["model"] for m in registry.models()] == []
@@ -201,3 +203,24 @@ def test_deleted_versions_leave_search_and_models(registry, tmp_path):
     assert [v.number for v in registry.search("metrics.acc >= 0")] == [3, 1]
     assert registry.models()[0]["versions"] == 2
     assert registry.stats()["versions"] == 2
+
+
+def test_a_gc_killed_midway_does_not_block_the_next_one(registry, tmp_path):
+    import subprocess
+    import sys
+
+    from tvc.store.index import leases
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    with registry.meta.write() as conn:
+        conn.execute(
+            leases.insert().values(
+                name="gc", holder=f"{os.uname().nodename}:{dead.pid}:x", expires=2e9
+            )
+        )
+    registry.gc(grace=0)  # takes the dead holder's lease over
+    with registry.meta.write() as conn:  # a live holder elsewhere still blocks
+        conn.execute(leases.insert().values(name="gc", holder="otherhost:1:x", expires=2e9))
+    with pytest.raises(tvc.errors.ConflictError, match="another gc"):
+        registry.gc(grace=0)
