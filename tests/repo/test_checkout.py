@@ -171,8 +171,8 @@ def test_a_failed_checkout_leaves_dest_as_it_was(two_versions, tmp_path, fault):
         store = two_versions.store
         store.backend = FailingBackend(store.backend, get="rE")  # the second read fails
         expected = StorageError
-    with pytest.raises(expected):
-        two_versions.checkout("m@v2", dest)
+    with pytest.raises(expected):  # force: would replace and remove, had it not failed
+        two_versions.checkout("m@v2", dest, force=True)
     assert snapshot(dest) == before
     if fault == "read fails":
         store.backend = FailingBackend(store.backend, get="rE")

@@ -189,9 +189,10 @@ def versioned(registry, tmp_path):
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     (src / "sub" / "w.bin").write_bytes(os.urandom(1 << 20))
-    (src / "top.txt").write_bytes(b"top")
+    (src / "a.txt").write_bytes(b"a one")  # moved into place before sub/w.bin: undone
     registry.commit("m", [src], "one")
     (src / "sub" / "w.bin").write_bytes(os.urandom(1 << 20))
+    (src / "a.txt").write_bytes(b"a two")
     registry.commit("m", [src], "two")
     return registry
 
@@ -219,4 +220,4 @@ def test_directory_swapped_for_a_symlink_during_checkout(versioned, tmp_path):
     with pytest.raises(PathError, match="changed during the checkout"):
         versioned.checkout("m@v2", dest, progress=hook)
     assert hook.fired == 1 and os.listdir(outside) == []
-    assert (dest / "top.txt").read_bytes() == b"top"
+    assert (dest / "a.txt").read_bytes() == b"a one"  # the swap was undone
