@@ -262,6 +262,15 @@ def test_checked_out_files_honour_the_umask(two_versions, tmp_path, umask):
 
 
 def test_a_version_file_with_a_name_the_checkout_reserves(registry, tmp_path):
-    registry.commit("m", [write_tree(tmp_path / "v", {RECORD: b"{}"})], "hostile")
+    # a directory's bookkeeping is never committed, but a file given by name is taken as is
+    registry.commit("m", [write_tree(tmp_path / "v", {RECORD: b"{}"}) / RECORD], "hostile")
     with pytest.raises(PathError, match="reserves"):
         registry.checkout("m", tmp_path / "dest")
+
+
+def test_a_checked_out_directory_commits_without_the_checkouts_bookkeeping(two_versions, tmp_path):
+    dest = tmp_path / "dest"
+    two_versions.checkout("m@v1", dest)
+    (dest / (STAGING_PREFIX + "left")).mkdir()  # as a killed checkout would leave it
+    v = two_versions.commit("m", [dest], "again").version
+    assert sorted(f.path for f in v.files) == sorted(V1)

@@ -18,6 +18,15 @@ from pathlib import Path, PurePosixPath
 from tvc.errors import PathError, UsageError
 
 SKIP_DIRS = {".tvc", ".git"}
+# What a checkout keeps in its destination (tvc.repo.worktree): never committed, at any level,
+# so a directory checked out into and then committed again holds only the model's files.
+CHECKOUT_RECORD = ".tvc-checkout"
+CHECKOUT_STAGING_PREFIX = ".tvc-tmp-"
+
+
+def is_checkout_bookkeeping(name: str) -> bool:
+    return name == CHECKOUT_RECORD or name.startswith(CHECKOUT_STAGING_PREFIX)
+
 
 # What commit accepts: one file or directory, or several.
 PathArgs = str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
@@ -226,6 +235,8 @@ class _Walk:
         except OSError as exc:
             raise PathError(f"{self._shown(rel)}: {exc.strerror or exc}") from exc
         for name in names:
+            if is_checkout_bookkeeping(name):
+                continue
             here = (*rel, name)
             shown = self._shown(here)
             _utf8(name, shown)

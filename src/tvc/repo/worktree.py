@@ -64,8 +64,8 @@ from tvc.repo.version import FileEntry, Version
 from tvc.store import durable
 from tvc.store.chunkstore import ChunkStore
 
-RECORD = ".tvc-checkout"
-STAGING_PREFIX = ".tvc-tmp-"
+RECORD = paths.CHECKOUT_RECORD
+STAGING_PREFIX = paths.CHECKOUT_STAGING_PREFIX
 RECORD_FORMAT = 1
 # A file whose mtime is this close to the record's own time may have been changed in the same
 # clock tick as tvc wrote it (same size, same mtime): it is hashed before being called tvc's.
