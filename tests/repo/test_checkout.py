@@ -274,3 +274,14 @@ def test_a_checked_out_directory_commits_without_the_checkouts_bookkeeping(two_v
     (dest / (STAGING_PREFIX + "left")).mkdir()  # as a killed checkout would leave it
     v = two_versions.commit("m", [dest], "again").version
     assert sorted(f.path for f in v.files) == sorted(V1)
+
+
+def test_a_failure_at_the_last_step_of_the_swap_undoes_it_all(two_versions, tmp_path):
+    dest = tmp_path / "dest"
+    two_versions.checkout("m@v1", dest)
+    (dest / RECORD).unlink()
+    (dest / RECORD).mkdir()  # the record cannot be renamed over a directory: the last step fails
+    before = snapshot(dest)
+    with pytest.raises(PathError):
+        two_versions.checkout("m@v2", dest, force=True)  # would replace, add and remove
+    assert snapshot(dest) == before

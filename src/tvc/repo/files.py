@@ -11,6 +11,7 @@ decoded and verified on worker threads and written at their offsets.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import shutil
@@ -99,7 +100,10 @@ class _ByDescriptor:
     """
 
     def __enter__(self) -> _ByDescriptor:
-        self.dir = tempfile.mkdtemp(prefix="tvc-parse-") if os.path.isdir("/proc/self/fd") else None
+        self.dir = None
+        if os.path.isdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # no usable TMPDIR: by path, checked around
+                self.dir = tempfile.mkdtemp(prefix="tvc-parse-")
         return self
 
     def __exit__(self, *exc: object) -> None:

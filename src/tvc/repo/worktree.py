@@ -140,6 +140,23 @@ def checkout(
         if top == RECORD or top.startswith(STAGING_PREFIX):
             raise PathError(f"{version.ref}:{fe.path}: a name tvc reserves in a checkout")
     progress = progress or NoProgress()
+    try:
+        return _checkout(store, manifest, version, dest, selected, in_scope, only, force, progress)
+    except OSError as exc:  # the steps name what they write; this names what else went wrong
+        raise durable.storage_error(exc, f"checkout into {dest}") from exc
+
+
+def _checkout(
+    store: ChunkStore,
+    manifest: Callable[[str], Manifest],
+    version: Version,
+    dest: Path,
+    selected: list[FileEntry],
+    in_scope: Callable[[str], bool],
+    only: list[str] | None,
+    force: bool,
+    progress: Progress,
+) -> CheckoutResult:
     dfd, created = _open_dest(dest)
     try:
         _lock(dfd, dest)
@@ -149,16 +166,14 @@ def checkout(
         plan = _plan(dfd, dest, _scan(dfd), old, want, in_scope, force, had_record)
         with _Staging(dfd, dest) as staging:
             staged = staging.stage(store, manifest, version, plan, progress)
-            staging.swap(plan, staged)
             record = {
                 "format": RECORD_FORMAT,
                 "ref": version.ref,
                 "id": version.id,
                 "paths": list(only) if only else None,
-                "written_ns": time.time_ns(),
                 "files": dict(sorted(plan.record.items())),
             }
-            staging.commit_record(record)
+            staging.swap(plan, staged, record)
         _remove_empty_dirs(dfd, plan.remove, set(want))
     except BaseException:
         os.close(dfd)
@@ -224,6 +239,10 @@ def _lock(dfd: int, dest: Path) -> None:
                     f"{dest}: another checkout into it is still running after {timeout:g} s"
                 ) from None
             time.sleep(LOCK_POLL)
+        except OSError as exc:
+            if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                return  # a file system without locks: checkouts into it must not overlap
+            raise
 
 
 def _lock_timeout() -> float:
@@ -477,8 +496,8 @@ class _Staging:
             progress.finish()
         return names
 
-    def swap(self, plan: _Plan, staged: list[str]) -> None:
-        """Move the staged files into place; on any failure undo every step taken."""
+    def swap(self, plan: _Plan, staged: list[str], record: dict[str, Any]) -> None:
+        """Move the staged files into place, then the record; on any failure undo every step."""
         undo: list[Callable[[], None]] = []
         dirs = _Dirs(self.dfd)
         rel = ""
@@ -509,6 +528,8 @@ class _Staging:
                         saved = f"o{i}"
                 os.rename(name, leaf, src_dir_fd=self.fd, dst_dir_fd=pfd)
                 undo.append(self._unwrite(parent, leaf, saved))
+            rel = RECORD
+            self._write_record(record | {"written_ns": time.time_ns()})
         except BaseException as exc:
             dirs.close()
             for step in reversed(undo):
@@ -560,21 +581,18 @@ class _Staging:
 
         return back
 
-    def commit_record(self, record: dict[str, Any]) -> None:
-        """Write the record beside the staged files and rename it into DEST."""
+    def _write_record(self, record: dict[str, Any]) -> None:
+        """Write the record beside the staged files and rename it over DEST's (the last step)."""
         body = json.dumps(record, indent=1, sort_keys=True).encode()
-        try:
-            fd = os.open(
-                "record",
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o666,
-                dir_fd=self.fd,
-            )
-            with os.fdopen(fd, "wb") as f:
-                f.write(body)
-            os.rename("record", RECORD, src_dir_fd=self.fd, dst_dir_fd=self.dfd)
-        except OSError as exc:
-            raise durable.storage_error(exc, f"cannot write {self.dest / RECORD}") from exc
+        fd = os.open(
+            "record",
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o666,
+            dir_fd=self.fd,
+        )
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+        os.rename("record", RECORD, src_dir_fd=self.fd, dst_dir_fd=self.dfd)
 
 
 def _prefixes(rel: str) -> list[str]:
