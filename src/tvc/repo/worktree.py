@@ -502,15 +502,15 @@ class _Staging:
         dirs = _Dirs(self.dfd)
         rel = ""
         try:
-            for i, rel in enumerate(plan.remove):
+            for i, rel in enumerate(plan.remove):  # (rel: named if a step fails)
                 parent, leaf = _split(rel)
                 pfd = dirs.get(parent)
                 os.rename(leaf, f"r{i}", src_dir_fd=pfd, dst_dir_fd=self.fd)
                 undo.append(self._mover(f"r{i}", self.fd, parent, leaf))
             for d in sorted({p for r, _fe, _x in plan.write for p in _prefixes(r)}):
+                rel = d
                 parent, leaf = _split(d)
                 pfd = dirs.get(parent)
-                rel = d
                 try:
                     os.mkdir(leaf, 0o777, dir_fd=pfd)
                 except FileExistsError:
