@@ -285,3 +285,24 @@ def test_a_failure_at_the_last_step_of_the_swap_undoes_it_all(two_versions, tmp_
     with pytest.raises(PathError):
         two_versions.checkout("m@v2", dest, force=True)  # would replace, add and remove
     assert snapshot(dest) == before
+
+
+def test_one_checkout_into_a_destination_at_a_time(two_versions, tmp_path, monkeypatch):
+    import fcntl
+
+    from tvc.errors import LockTimeoutError
+
+    dest = tmp_path / "dest"
+    two_versions.checkout("m@v1", dest)
+    before = snapshot(dest)
+    monkeypatch.setenv("TVC_LOCK_TIMEOUT", "0")
+    held = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)  # as a running checkout holds it
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(LockTimeoutError, match="another checkout"):
+            two_versions.checkout("m@v2", dest)
+        assert snapshot(dest) == before
+    finally:
+        os.close(held)
+    two_versions.checkout("m@v2", dest)
+    assert tree(dest) == V2
