@@ -189,6 +189,14 @@ def test_destination_that_is_a_file_or_cannot_be_made(two_versions, tmp_path):
     with pytest.raises(PathError, match="not a directory"):
         two_versions.checkout("m@v1", f / "below")
     assert f.read_bytes() == b"x"
+    with pytest.raises(PathError, match="NUL"):
+        two_versions.checkout("m@v1", tmp_path / "a\x00b")
+    with pytest.raises(PathError, match="too long"):
+        two_versions.checkout("m@v1", tmp_path / ("n" * 300))
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(PathError):
+        two_versions.checkout("m@v1", loop / "x")
 
 
 KILLED = textwrap.dedent(

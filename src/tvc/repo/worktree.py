@@ -200,6 +200,8 @@ def _checkout(
 def _open_dest(dest: Path) -> tuple[int, bool]:
     """A descriptor of DEST (created if missing: then ``True``, so a failure can remove it)."""
     created = False
+    if "\x00" in str(dest):
+        raise PathError(f"destination {str(dest)!r}: not a path (a NUL byte)")
     try:
         os.mkdir(dest)
         created = True
@@ -222,6 +224,8 @@ def _open_dest(dest: Path) -> tuple[int, bool]:
 def _dest_error(exc: OSError, dest: Path) -> Exception:
     if exc.errno in (errno.ENOTDIR, errno.EEXIST):
         return PathError(f"{dest}: exists and is not a directory")
+    if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):
+        return PathError(f"{dest}: {exc.strerror}")
     return durable.storage_error(exc, f"cannot create {dest}")
 
 
