@@ -4,6 +4,13 @@ A version is a snapshot of exactly the paths given to ``commit``: a directory co
 contents (paths relative to it), a file contributes itself under its own name. Nothing may escape:
 symlinks pointing outside a committed directory, and stored paths with ``..`` or a leading ``/``
 (from a hostile remote) are refused before anything is read or written.
+
+Not even while the tree changes: a committed directory is listed through directory descriptors
+(:func:`listing`), its symlinks resolved by tvc step by step beneath it, and each file is then
+reopened the same way without following any symlink and checked to be the very file listed
+(:func:`open_listed`); :func:`unchanged` refuses a file whose size, mtime or ctime moved while
+it was read. Every such refusal is a ``PathError`` (exit 7) naming the file. Checkout writes
+through :func:`open_beneath` likewise (:mod:`tvc.repo.worktree`).
 """
 
 from __future__ import annotations
@@ -322,7 +329,11 @@ class _Walk:
 
 
 def destination(dest: Path, stored: str) -> Path:
-    """Where ``stored`` goes under ``dest``; refuses anything that would land outside it."""
+    """Where ``stored`` goes under ``dest``; refuses anything that would land outside it.
+
+    A check before the write, so only for a directory tvc made itself (merge's private staging
+    directory): checkout writes through descriptors instead (:mod:`tvc.repo.worktree`).
+    """
     check_stored_path(stored)
     target = dest / stored
     root = dest.resolve()
