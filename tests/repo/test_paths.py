@@ -7,6 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -95,3 +96,14 @@ def test_any_record_is_read_or_ignored_never_a_crash(body):
         assert ok or files == {}
         for entry in files.values():
             assert {"size", "digest", "mtime_ns", "ino", "racy"} <= set(entry)
+
+
+def test_a_parse_error_names_the_real_file(registry, tmp_path):
+    from tvc.errors import FormatError
+
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "w.safetensors").write_bytes((10**9).to_bytes(8, "little") + b"{}")
+    with pytest.raises(FormatError) as info:
+        registry.commit("m", [d], "bad")
+    assert str(d / "w.safetensors") in str(info.value) and "tvc-parse" not in str(info.value)

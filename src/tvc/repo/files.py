@@ -75,9 +75,9 @@ def stage(
     :func:`paths.open_listed`), and refused if it changed while being parsed.
     """
     staged = []
-    with _ByDescriptor() as by_fd:
+    with _ByDescriptor() as by_fd, paths.Opener() as opener:
         for item in paths.listing(given):
-            fd = paths.open_listed(item)
+            fd = opener.open(item)
             try:
                 before = os.fstat(fd)
                 paths.unchanged(item, item.st, before)
@@ -93,36 +93,47 @@ class _ByDescriptor:
     """Let the format parsers, which open files by name, read an already open descriptor.
 
     A name in a private directory is a symlink to ``/proc/self/fd/N``, which reopens exactly
-    the open file whatever happens to its path meanwhile; the name keeps the file's own
-    basename because parsers choose by extension. Messages are given back the real path.
-    Without ``/proc`` (not Linux) the parsers get the path itself, and the identity and
-    stat checks around them (:func:`stage`) are what is left.
+    the open file whatever happens to its path meanwhile. N is one descriptor slot each file
+    is ``dup2``-ed into, and the name keeps only the file's suffix (``f.safetensors``), which
+    is what parsers choose by: one symlink per suffix, not one per file. Messages are given
+    back the real path. Without ``/proc`` (not Linux) the parsers get the path itself, and the
+    identity and stat checks around them (:func:`stage`) are what is left.
     """
 
     def __enter__(self) -> _ByDescriptor:
         self.dir = None
+        self.slot = -1
+        self.aliases: dict[str, str] = {}
         if os.path.isdir("/proc/self/fd"):
             with contextlib.suppress(OSError):  # no usable TMPDIR: by path, checked around
                 self.dir = tempfile.mkdtemp(prefix="tvc-parse-")
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.slot >= 0:
+            os.close(self.slot)
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def parse(self, fd: int, shown: str, parse: bool, allow_unsafe_pickle: bool) -> formats.Layout:
         if self.dir is None:
             return formats.parse_file(shown, parse=parse, allow_unsafe_pickle=allow_unsafe_pickle)
-        alias = os.path.join(self.dir, os.path.basename(shown))
-        os.symlink(f"/proc/self/fd/{fd}", alias)
+        if self.slot < 0:
+            self.slot = os.dup(fd)
+        else:
+            os.dup2(fd, self.slot, inheritable=False)
+        _stem, dot, suffix = os.path.basename(shown).lstrip(".").partition(".")
+        alias = self.aliases.get(suffix)
+        if alias is None:
+            alias = os.path.join(self.dir, "f" + dot + suffix)
+            os.symlink(f"/proc/self/fd/{self.slot}", alias)
+            self.aliases[suffix] = alias
         try:
             return formats.parse_file(alias, parse=parse, allow_unsafe_pickle=allow_unsafe_pickle)
         except TvcError as exc:
             exc.message = exc.message.replace(alias, shown)
             exc.args = (exc.message,)
             raise
-        finally:
-            os.unlink(alias)
 
 
 def delta_pieces(sources: list[Version], manifest: Callable[[str], Manifest]) -> Pieces:
@@ -144,20 +155,22 @@ def store_files(
     progress.start("commit", sum(st.layout.size for st in staged))
     entries: list[tuple[FileEntry, Manifest]] = []
     new_chunks = total_chunks = 0
+    opener = paths.Opener()
     try:
         for st in staged:
-            manifest, n_new, n_all = _store_file(st, pieces, session, progress)
+            manifest, n_new, n_all = _store_file(st, pieces, session, progress, opener)
             new_chunks += n_new
             total_chunks += n_all
             fe = FileEntry(st.rel, manifest.size, manifest.digest, manifest.format, manifest.id)
             entries.append((fe, manifest))
     finally:
+        opener.close()
         progress.finish()
     return entries, new_chunks, total_chunks
 
 
 def _store_file(
-    st: Staged, pieces: Pieces, session: WriteSession, progress: Progress
+    st: Staged, pieces: Pieces, session: WriteSession, progress: Progress, opener: paths.Opener
 ) -> tuple[Manifest, int, int]:
     layout = st.layout
     own = pieces.get(st.rel, {})
@@ -166,7 +179,7 @@ def _store_file(
     chunk_list: list[tuple[str, int]] = []
     n_new = 0
     listed = st.listed or paths.listing(st.path)[0]
-    with os.fdopen(paths.open_listed(listed), "rb") as f:
+    with os.fdopen(opener.open(listed), "rb") as f:
         now = os.fstat(f.fileno())
         paths.unchanged(listed, st.stat, now)
         if now.st_size != layout.size:

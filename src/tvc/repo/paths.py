@@ -156,6 +156,66 @@ def open_listed(item: Listed) -> int:
             os.close(fd)
 
 
+class Opener:
+    """:func:`open_listed` for many files in path order: the directory of the last one stays
+    open (opened the same way, its top's identity checked), so a file costs one ``openat``.
+
+    A directory kept open is the one listed even if it is renamed or replaced meanwhile, and
+    every file is still checked to be the listed one.
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.dfd = -1
+
+    def __enter__(self) -> Opener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.dfd >= 0:
+            os.close(self.dfd)
+        self.dfd, self.key = -1, None
+
+    def open(self, item: Listed) -> int:
+        if not item.parts:
+            return open_listed(item)  # a file given by name
+        key = (item.top, item.top_id, item.parts[:-1])
+        fd = -1
+        try:
+            if key != self.key:
+                self.close()
+                self.dfd = _open_parent(item)
+                self.key = key
+            fd = os.open(
+                item.parts[-1],
+                os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC,
+                dir_fd=self.dfd,
+            )
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or _ident(st) != _ident(item.st):
+                raise PathError(f"{item.shown}: replaced while committing")
+            good, fd = fd, -1
+            return good
+        except OSError as exc:
+            raise _changed(exc, item) from exc
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+
+def _open_parent(item: Listed) -> int:
+    top = os.open(item.top, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        if _ident(os.fstat(top)) != item.top_id:
+            raise PathError(f"{item.top}: replaced while committing")
+        return open_beneath(top, (*item.parts[:-1], "."), NOFOLLOW_DIR)
+    finally:
+        os.close(top)
+
+
 def unchanged(item: Listed, before: os.stat_result, after: os.stat_result) -> None:
     """Refuse a file whose size, mtime or ctime moved between two looks (a torn read)."""
     if (before.st_size, before.st_mtime_ns, before.st_ctime_ns) != (
