@@ -314,3 +314,17 @@ def test_one_checkout_into_a_destination_at_a_time(two_versions, tmp_path, monke
         os.close(held)
     two_versions.checkout("m@v2", dest)
     assert tree(dest) == V2
+
+
+def test_a_file_changed_in_the_tick_it_was_written_is_still_the_users(two_versions, tmp_path):
+    dest = tmp_path / "dest"
+    two_versions.checkout("m@v1", dest)
+    b = dest / "sub" / "b.txt"
+    st = b.stat()
+    b.write_bytes(b"b ONE")  # same size, same inode ...
+    os.utime(b, ns=(st.st_atime_ns, st.st_mtime_ns))  # ... same mtime: stat cannot tell
+    # as if the record had been written in that same clock tick (racy, as git calls it)
+    os.utime(dest / RECORD, ns=(st.st_mtime_ns, st.st_mtime_ns))
+    res = two_versions.checkout("m@v2", dest)
+    assert [p.relative_to(dest).as_posix() for p in res.kept] == ["sub/b.txt"]
+    assert b.read_bytes() == b"b ONE"

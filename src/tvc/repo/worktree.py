@@ -2,7 +2,7 @@
 
 Vocabulary. **DEST** is the destination directory; tvc owns two kinds of names in it: the
 **record** ``.tvc-checkout`` and **staging areas** ``.tvc-tmp-<random>``. The record is JSON
-— ``{"format", "ref", "id", "paths", "written_ns", "files": {path: {"size", "digest",
+— ``{"format", "ref", "id", "paths", "files": {path: {"size", "digest",
 "mtime_ns", "ino"}}}`` — of the files checkouts wrote there. A file whose size, mtime and inode
 still match its entry is **tvc's**; every other file in DEST is **the user's** (a file tvc wrote
 and the user changed since is the user's too).
@@ -67,9 +67,6 @@ from tvc.store.chunkstore import ChunkStore
 RECORD = paths.CHECKOUT_RECORD
 STAGING_PREFIX = paths.CHECKOUT_STAGING_PREFIX
 RECORD_FORMAT = 1
-# A file whose mtime is this close to the record's own time may have been changed in the same
-# clock tick as tvc wrote it (same size, same mtime): it is hashed before being called tvc's.
-RACY_NS = 2_000_000_000
 LOCK_POLL = 0.05
 
 
@@ -282,9 +279,12 @@ def _read_record(dfd: int) -> tuple[dict[str, dict[str, Any]], bool]:
         return {}, False
     try:
         with os.fdopen(fd, "rb") as f:
+            # As git's index: an entry whose mtime is not older than the record's own (same
+            # clock, same granularity) may have been changed since within that tick, unseen
+            # by stat: it is "racy", and its bytes are hashed before it is called tvc's.
+            written = os.fstat(f.fileno()).st_mtime_ns
             body = json.loads(f.read(64 << 20))
         files = body["files"]
-        written = int(body.get("written_ns", 0))
         out = {}
         for rel, e in files.items():
             entry = {
@@ -293,7 +293,7 @@ def _read_record(dfd: int) -> tuple[dict[str, dict[str, Any]], bool]:
                 "mtime_ns": int(e["mtime_ns"]),
                 "ino": int(e["ino"]),
             }
-            entry["racy"] = entry["mtime_ns"] >= written - RACY_NS
+            entry["racy"] = entry["mtime_ns"] >= written
             out[str(rel)] = entry
         return out, True
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -533,7 +533,7 @@ class _Staging:
                 os.rename(name, leaf, src_dir_fd=self.fd, dst_dir_fd=pfd)
                 undo.append(self._unwrite(parent, leaf, saved))
             rel = RECORD
-            self._write_record(record | {"written_ns": time.time_ns()})
+            self._write_record(record)
         except BaseException as exc:
             dirs.close()
             for step in reversed(undo):
