@@ -9,6 +9,7 @@ of the code under test, not mocks; the change is the one an attacker's process w
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -221,3 +222,13 @@ def test_directory_swapped_for_a_symlink_during_checkout(versioned, tmp_path):
         versioned.checkout("m@v2", dest, progress=hook)
     assert hook.fired == 1 and os.listdir(outside) == []
     assert (dest / "a.txt").read_bytes() == b"a one"  # the swap was undone
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 RENAME_NOREPLACE")
+def test_a_file_appearing_during_checkout_is_not_overwritten(versioned, tmp_path):
+    dest = tmp_path / "dest"
+    hook = Hook(at_advance=lambda: (dest / "a.txt").write_bytes(b"written meanwhile"))
+    with pytest.raises(PathError, match="changed during the checkout"):
+        versioned.checkout("m@v1", dest, progress=hook)
+    assert hook.fired == 1 and (dest / "a.txt").read_bytes() == b"written meanwhile"
+    assert sorted(os.listdir(dest)) == ["a.txt"]  # and nothing else of this checkout

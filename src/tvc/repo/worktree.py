@@ -14,10 +14,12 @@ A checkout runs in four phases, and only the last two change DEST:
 2. *stage* — write each new file, hash-verified, into a fresh staging area (short names, so a
    file name up to ``NAME_MAX`` fits; created with mode 0666 less the umask). Any failure
    (corruption, disk full, a signal) removes the staging area: DEST is as it was;
-3. *swap* — move what goes away into the staging area, create directories, rename each staged
-   file over its final name (one ``rename`` per file: a reader of DEST sees the old file or
-   the new one, never none). A failure here undoes every step taken (a replaced file comes
-   back from a hard link made just before its rename);
+3. *swap* — move what goes away into the staging area, create directories, put each staged
+   file in place with one system call (a reader of DEST sees the old file or the new one,
+   never none): ``renameat2`` exchanging it with the file it replaces (the old one lands in
+   the staging area), or creating a new name without replacing whatever appeared there
+   meanwhile; where that call is missing, a ``rename`` over it, after a hard link of the old
+   file into the staging area. A failure here undoes every step taken;
 4. *record* — write the new record, remove directories left empty, remove the staging area.
 
 Every name in DEST is created, renamed and removed relative to a directory descriptor opened
@@ -523,6 +525,13 @@ class _Staging:
             for i, ((rel, _fe, replace), name) in enumerate(zip(plan.write, staged, strict=True)):
                 parent, leaf = _split(rel)
                 pfd = dirs.get(parent)
+                if replace and _rename2(self.fd, name, pfd, leaf, RENAME_EXCHANGE):
+                    # the old file is now ``name`` here: swapped back on undo, dropped at the end
+                    undo.append(self._exchanger(name, parent, leaf))
+                    gone = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+                    if stat.S_ISDIR(gone.st_mode):  # a directory appeared there meanwhile
+                        raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), leaf)
+                    continue
                 saved = None
                 if replace:
                     with contextlib.suppress(OSError):  # no hard links here: no way back
@@ -530,7 +539,9 @@ class _Staging:
                             leaf, f"o{i}", src_dir_fd=pfd, dst_dir_fd=self.fd, follow_symlinks=False
                         )
                         saved = f"o{i}"
-                os.rename(name, leaf, src_dir_fd=self.fd, dst_dir_fd=pfd)
+                    os.rename(name, leaf, src_dir_fd=self.fd, dst_dir_fd=pfd)
+                elif not _rename2(self.fd, name, pfd, leaf, RENAME_NOREPLACE):
+                    os.rename(name, leaf, src_dir_fd=self.fd, dst_dir_fd=pfd)
                 undo.append(self._unwrite(parent, leaf, saved))
             rel = RECORD
             self._write_record(record)
@@ -545,7 +556,7 @@ class _Staging:
         dirs.close()
 
     def _swap_error(self, exc: OSError, rel: str) -> Exception:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.ENOTEMPTY):
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
             return PathError(
                 f"{self.dest / rel}: changed during the checkout (a symlink, file or directory "
                 "appeared on the way); nothing changed"
@@ -567,6 +578,17 @@ class _Staging:
             pfd = paths.open_beneath(self.dfd, (*parent, "."), paths.NOFOLLOW_DIR)
             try:
                 os.rmdir(leaf, dir_fd=pfd)
+            finally:
+                os.close(pfd)
+
+        return back
+
+    def _exchanger(self, name: str, parent: tuple[str, ...], leaf: str):
+        def back() -> None:
+            pfd = paths.open_beneath(self.dfd, (*parent, "."), paths.NOFOLLOW_DIR)
+            try:
+                if not _rename2(self.fd, name, pfd, leaf, RENAME_EXCHANGE):
+                    os.rename(name, leaf, src_dir_fd=self.fd, dst_dir_fd=pfd)
             finally:
                 os.close(pfd)
 
@@ -597,6 +619,41 @@ class _Staging:
         with os.fdopen(fd, "wb") as f:
             f.write(body)
         os.rename("record", RECORD, src_dir_fd=self.fd, dst_dir_fd=self.dfd)
+
+
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # renameat2(2) flags
+_renameat2: Any = None
+
+
+def _rename2(src_fd: int, src: str, dst_fd: int, dst: str, flags: int) -> bool:
+    """``renameat2`` (Linux): False where the system or file system cannot do it.
+
+    ``RENAME_EXCHANGE`` swaps a staged file with the one it replaces in one step. Besides
+    leaving the old file in the staging area (the way back, if a later step fails), it keeps
+    the swap short: ext4 starts writing back a file renamed *over* another (its
+    ``auto_da_alloc``) inside ``rename`` — 40-50 ms per dirty 64 MiB file measured here, 0.1 ms
+    exchanged. ``RENAME_NOREPLACE`` makes a name that appeared meanwhile an error, not lost.
+    """
+    global _renameat2
+    if _renameat2 is None:
+        _renameat2 = False
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            fn = ctypes.CDLL(None, use_errno=True).renameat2
+            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+            fn.argtypes += [ctypes.c_uint]
+            _renameat2 = fn
+    if _renameat2 is False:
+        return False
+    if _renameat2(src_fd, os.fsencode(src), dst_fd, os.fsencode(dst), flags) == 0:
+        return True
+    import ctypes
+
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), dst)
 
 
 def _prefixes(rel: str) -> list[str]:
