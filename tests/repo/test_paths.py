@@ -107,3 +107,24 @@ def test_a_parse_error_names_the_real_file(registry, tmp_path):
     with pytest.raises(FormatError) as info:
         registry.commit("m", [d], "bad")
     assert str(d / "w.safetensors") in str(info.value) and "tvc-parse" not in str(info.value)
+
+
+def test_a_killed_commits_temp_directory_goes_with_the_next_commit(registry, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])  # a process now dead
+    dead.wait()
+    stale = tmp / f"tvc-parse-{dead.pid}-x1"  # what a commit killed while parsing leaves
+    stale.mkdir()
+    (stale / "f.bin").symlink_to("/proc/self/fd/9")
+    live = tmp / f"tvc-parse-{os.getpid()}-x2"  # a commit of a live process: not touched
+    live.mkdir()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.txt").write_bytes(b"w")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    registry.commit("m", [src], "x")
+    assert os.listdir(tmp) == [live.name]

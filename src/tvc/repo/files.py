@@ -100,13 +100,16 @@ class _ByDescriptor:
     identity and stat checks around them (:func:`stage`) are what is left.
     """
 
+    PREFIX = "tvc-parse-"
+
     def __enter__(self) -> _ByDescriptor:
         self.dir = None
         self.slot = -1
         self.aliases: dict[str, str] = {}
         if os.path.isdir("/proc/self/fd"):
             with contextlib.suppress(OSError):  # no usable TMPDIR: by path, checked around
-                self.dir = tempfile.mkdtemp(prefix="tvc-parse-")
+                self.dir = tempfile.mkdtemp(prefix=f"{self.PREFIX}{os.getpid()}-")
+                _remove_dead(tempfile.gettempdir(), self.PREFIX)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -134,6 +137,24 @@ class _ByDescriptor:
             exc.message = exc.message.replace(alias, shown)
             exc.args = (exc.message,)
             raise
+
+
+def _remove_dead(tmp: str, prefix: str) -> None:
+    """Remove our ``<prefix><pid>-*`` directories whose process is gone (killed mid-commit)."""
+    with os.scandir(tmp) as entries:
+        for e in entries:
+            pid = e.name[len(prefix) :].partition("-")[0]
+            if not e.name.startswith(prefix) or not pid.isdigit():
+                continue
+            try:
+                if e.stat(follow_symlinks=False).st_uid != os.geteuid():
+                    continue
+                os.kill(int(pid), 0)
+                continue  # alive (or reused: left for a later run)
+            except ProcessLookupError:
+                shutil.rmtree(e.path, ignore_errors=True)
+            except OSError:
+                continue
 
 
 def delta_pieces(sources: list[Version], manifest: Callable[[str], Manifest]) -> Pieces:
