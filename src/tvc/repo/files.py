@@ -27,7 +27,7 @@ from tvc.repo import paths
 from tvc.repo.manifest import Manifest, TensorEntry
 from tvc.repo.version import FileEntry, Version
 from tvc.store import durable, hashing
-from tvc.store.chunkstore import ChunkStore, PutItem, WriteSession, ordered_map
+from tvc.store.chunkstore import ChunkInfo, ChunkStore, PutItem, WriteSession, ordered_map
 
 
 class Progress(Protocol):
@@ -178,16 +178,120 @@ def store_files(
     new_chunks = total_chunks = 0
     opener = paths.Opener()
     try:
-        for st in staged:
-            manifest, n_new, n_all = _store_file(st, pieces, session, progress, opener)
-            new_chunks += n_new
-            total_chunks += n_all
-            fe = FileEntry(st.rel, manifest.size, manifest.digest, manifest.format, manifest.id)
-            entries.append((fe, manifest))
+        i = 0
+        while i < len(staged):
+            if staged[i].layout.size > SMALL_FILE:
+                batch = staged[i : i + 1]
+                stored = [_store_file(staged[i], pieces, session, progress, opener)]
+                i += 1
+            else:
+                j, size = i, 0
+                while (
+                    j < len(staged)
+                    and staged[j].layout.size <= SMALL_FILE
+                    and j - i < SMALL_BATCH
+                    and size < SMALL_BATCH_BYTES
+                ):
+                    size += staged[j].layout.size
+                    j += 1
+                batch = staged[i:j]
+                stored = _store_small(batch, pieces, session, progress, opener)
+                i = j
+            for st, (manifest, n_new, n_all) in zip(batch, stored, strict=True):
+                new_chunks += n_new
+                total_chunks += n_all
+                fe = FileEntry(st.rel, manifest.size, manifest.digest, manifest.format, manifest.id)
+                entries.append((fe, manifest))
     finally:
         opener.close()
         progress.finish()
     return entries, new_chunks, total_chunks
+
+
+# Files up to SMALL_FILE are read whole on this thread and stored in batches (of SMALL_BATCH
+# files or SMALL_BATCH_BYTES): one index lookup for the batch instead of a query per file, and
+# no round trip per file to the worker threads, which for a 1 KB file cost more than its work.
+SMALL_FILE = 64 * 1024
+SMALL_BATCH = 2048
+SMALL_BATCH_BYTES = 32 << 20
+
+
+def _store_small(
+    batch: list[Staged],
+    pieces: Pieces,
+    session: WriteSession,
+    progress: Progress,
+    opener: paths.Opener,
+) -> list[tuple[Manifest, int, int]]:
+    """Store a batch of small files (see ``SMALL_FILE``), with the checks of :func:`_store_file`."""
+    read: list[tuple[Staged, bytes, list[PutItem]]] = []
+    for st in batch:
+        layout = st.layout
+        own = pieces.get(st.rel, {})
+        anywhere = pieces.get("", {})
+        listed = st.listed or paths.listing(st.path)[0]
+        fd = opener.open(listed)
+        try:
+            now = os.fstat(fd)
+            paths.unchanged(listed, st.stat, now)
+            if now.st_size != layout.size:
+                raise PathError(f"{st.path}: file changed while committing; commit it again")
+            data = _read_exactly(fd, layout.size, st.path)
+            # Rewritten in place while read (same size): stored torn unless caught here.
+            paths.unchanged(listed, now, os.fstat(fd))
+        finally:
+            os.close(fd)
+        shapes = {t.name: (t.dtype, tuple(t.shape)) for t in layout.tensors}
+        items = []
+        view = memoryview(data)
+        for sp in formats.iter_chunks(data, layout):
+            base = None
+            if sp.tensor is not None and sp.tensor in shapes:
+                dtype, shape = shapes[sp.tensor]
+                key = (sp.tensor, dtype, shape, sp.piece)
+                base = own.get(key) or anywhere.get(key)
+            piece = view[sp.offset : sp.offset + sp.length]
+            items.append(PutItem(piece, sp.dtype, sp.itemsize, base, hashing.digest(piece)))
+        read.append((st, data, items))
+    session.lookup(it.id for _st, _d, items in read for it in items)
+    results = iter(session.put_many((it for _st, _d, items in read for it in items), inline=True))
+    out = []
+    for st, data, items in read:
+        chunk_list: list[tuple[str, int]] = []
+        n_new = 0
+        for _ in items:
+            res = next(results)
+            chunk_list.append((res.id, res.raw_len))
+            n_new += res.new
+            progress.advance(res.raw_len)
+        layout = st.layout
+        tensors = [
+            TensorEntry(t.name, t.dtype, tuple(t.shape), t.offset, t.length) for t in layout.tensors
+        ]
+        manifest = Manifest(
+            size=layout.size,
+            digest=hashing.digest(data),
+            format=layout.format,
+            chunks=chunk_list,
+            tensors=tensors,
+            metadata=layout.metadata,
+        )
+        out.append((manifest, n_new, len(chunk_list)))
+    return out
+
+
+def _read_exactly(fd: int, size: int, where: Path) -> bytes:
+    parts, offset = [], 0
+    while offset < size:
+        block = os.pread(fd, size - offset, offset)
+        if not block:
+            break
+        parts.append(block)
+        offset += len(block)
+    data = b"".join(parts) if len(parts) != 1 else parts[0]
+    if len(data) != size or os.pread(fd, 1, size):
+        raise PathError(f"{where}: file changed while committing; commit it again")
+    return data
 
 
 def _store_file(
@@ -266,16 +370,24 @@ def write_file(
 
 
 def write_into(
-    store: ChunkStore, manifest: Manifest, fd: int, progress: Progress, where: str
+    store: ChunkStore,
+    manifest: Manifest,
+    fd: int,
+    progress: Progress,
+    where: str,
+    infos: dict[str, ChunkInfo] | None = None,
 ) -> None:
     """Decode, verify and write chunks on worker threads, each at its offset of ``fd``.
 
     Every chunk is verified against its id and the manifest against its own id, so the
     assembled file is the committed one without hashing it a second time. Materialized files
     are not fsynced: they are copies, not repository state (a re-checkout restores them).
-    ``where`` (``model@vN:path``) goes into integrity errors.
+    ``where`` (``model@vN:path``) goes into integrity errors. ``infos``: the chunks' index rows
+    (bases included) when the caller looked them up for many files at once. A small file (see
+    ``SMALL_FILE``) is written on this thread: a worker round trip costs more than its work.
     """
-    infos = store.infos((cid for cid, _n in manifest.chunks), with_bases=True)
+    if infos is None:
+        infos = store.infos((cid for cid, _n in manifest.chunks), with_bases=True)
     jobs = list(zip(manifest.chunks, manifest.starts, strict=True))
     os.ftruncate(fd, manifest.size)
 
@@ -292,7 +404,8 @@ def write_into(
         return n
 
     try:
-        for n in ordered_map(land, jobs, store.workers):
+        workers = 1 if manifest.size <= SMALL_FILE else store.workers
+        for n in ordered_map(land, jobs, workers):
             progress.advance(n)
     except IntegrityError as exc:
         raise IntegrityError(f"{exc} (in {where})") from exc

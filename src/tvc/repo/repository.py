@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -352,6 +352,19 @@ class Repository:
         self._manifest_cache[manifest_id] = m
         return m
 
+    def prefetch_manifests(self, ids: Iterable[str]) -> None:
+        """Load many manifests into the cache in batched queries (a checkout of 100,000 small
+        files would otherwise spend a query on each)."""
+        wanted = [i for i in dict.fromkeys(ids) if i not in self._manifest_cache]
+        if not wanted:
+            return
+        m = s.manifests.c
+        with self.meta.read() as conn:
+            for i in range(0, len(wanted), 500):
+                q = sa.select(m.id, m.body).where(m.id.in_(wanted[i : i + 500]))
+                for mid, body in conn.execute(q):
+                    self._manifest_cache[mid] = Manifest.decode(body, mid)
+
     # -- commit ----------------------------------------------------------------------------
     def commit(
         self,
@@ -437,8 +450,7 @@ class Repository:
             for _attempt in range(COMMIT_ATTEMPTS):
                 parents = [parent] if parent else []
                 parents += [p for p in merge_parents if p not in parents]
-                for _fe, m in entries:
-                    session.put_record(Kind.MANIFEST, m.canonical())
+                session.put_records(Kind.MANIFEST, [m.canonical() for _fe, m in entries])
                 files = [fe for fe, _m in entries]
                 record = version_record(model=model, parents=parents, files=files, **meta)
                 vid = session.put_record(Kind.VERSION, record)
@@ -673,6 +685,7 @@ class Repository:
         ``dest`` and what was written, removed and kept (see :mod:`tvc.repo.worktree`)."""
         version = self.resolve(ref)
         dest_dir = Path(dest) if dest is not None else Path(version.model.split("/")[-1])
+        self.prefetch_manifests(fe.manifest_id for fe in worktree.select(version, only)[0])
         return worktree.checkout(
             self.store, self.manifest, version, dest_dir, only=only, force=force, progress=progress
         )

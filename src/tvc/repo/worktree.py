@@ -60,7 +60,7 @@ from typing import Any
 
 from tvc.errors import ExistsError, LockTimeoutError, PathError, UnknownRefError
 from tvc.repo import paths
-from tvc.repo.files import NoProgress, Progress, same_content, write_into
+from tvc.repo.files import SMALL_FILE, NoProgress, Progress, same_content, write_into
 from tvc.repo.manifest import Manifest
 from tvc.repo.version import FileEntry, Version
 from tvc.store import durable
@@ -479,6 +479,11 @@ class _Staging:
         """Write every file to be written under a short name here; DEST is not touched."""
         names = []
         progress.start("checkout", sum(fe.size for _rel, fe, _r in plan.write))
+        # The small files' index rows in batched queries, not a query per file.
+        small = [fe.manifest_id for _rel, fe, _r in plan.write if fe.size <= SMALL_FILE]
+        infos = store.infos(
+            (cid for mid in small for cid, _n in manifest(mid).chunks), with_bases=True
+        )
         try:
             for i, (rel, fe, _replace) in enumerate(plan.write):
                 name = f"n{i}"
@@ -491,7 +496,9 @@ class _Staging:
                     )
                     try:
                         where = f"{version.ref}:{rel}"
-                        write_into(store, manifest(fe.manifest_id), fd, progress, where)
+                        m = manifest(fe.manifest_id)
+                        known = infos if fe.size <= SMALL_FILE else None
+                        write_into(store, m, fd, progress, where, known)
                         plan.record[rel] = _entry(os.fstat(fd), fe.digest)
                     finally:
                         os.close(fd)
