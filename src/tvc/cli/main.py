@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import math
 import os
 import sys
 
@@ -9,7 +11,7 @@ import click
 import typer
 
 from tvc.cli import analysis, common, inspect, maintenance, refs, registry_cmds, snapshot
-from tvc.errors import TvcError
+from tvc.errors import PathError, StorageError, TvcError, UsageError
 
 app = typer.Typer(
     name="tvc",
@@ -46,6 +48,20 @@ def _global(
 ) -> None:
     common.state.registry_path = registry
     common.state.quiet = quiet
+    _check_environment()
+
+
+def _check_environment() -> None:
+    """Settings read from the environment deep in the layers below, checked here once, so a
+    wrong value is a usage error naming the variable instead of a failure mid-command."""
+    timeout = os.environ.get("TVC_LOCK_TIMEOUT")
+    if timeout is not None:
+        try:
+            seconds = float(timeout)
+        except ValueError:
+            seconds = math.nan
+        if not (0 <= seconds < 1e9):
+            raise UsageError(f"TVC_LOCK_TIMEOUT={timeout!r}: expected a number of seconds >= 0")
 
 
 for module in (snapshot, inspect, refs, maintenance, analysis, registry_cmds):
@@ -67,14 +83,52 @@ def command() -> click.Command:
     return _command
 
 
+def _error(exc: TvcError) -> int:
+    # Plain write: one line, never wrapped to the terminal width, no control characters.
+    sys.stderr.write(f"tvc: error: {common.shown(' '.join(exc.message.split()))}\n")
+    return exc.exit_code
+
+
+# OS errors that are the environment's doing, not a bug: shown as storage errors (exit 10).
+_ENVIRONMENT = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
+def _unexpected(exc: Exception) -> int:
+    """The last resort: an exception no layer turned into a TvcError is still one line.
+
+    The working directory may have been deleted under the command (everything relative to it
+    then fails); an OS error of the disk or of permissions is a storage error; anything else
+    is a bug in tvc, shown as such, with its traceback under ``TVC_DEBUG=1``.
+    """
+    try:
+        os.getcwd()
+    except OSError:
+        return _error(
+            PathError("the working directory no longer exists: cd to an existing directory")
+        )
+    if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT:
+        where = f": {exc.filename}" if exc.filename else ""
+        return _error(StorageError(f"{exc.strerror}{where}"))
+    if os.environ.get("TVC_DEBUG", "").strip() not in ("", "0"):
+        import traceback
+
+        traceback.print_exc()
+    name = type(exc).__name__
+    text = " ".join(str(exc).split())[:300]
+    sys.stderr.write(
+        f"tvc: internal error: {common.shown(name)}: {common.shown(text)} "
+        "(a bug in tvc; TVC_DEBUG=1 shows where)\n"
+    )
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code. Usage errors are Typer's (exit 2), ours are TvcError."""
+    """Run the CLI; returns the exit code. Usage errors are Typer's (exit 2), ours are TvcError,
+    and nothing else reaches the user as a traceback."""
     try:
         command()(args=argv, prog_name="tvc")
     except TvcError as exc:
-        # Plain write: one line, never wrapped to the terminal width.
-        sys.stderr.write(f"tvc: error: {' '.join(exc.message.split())}\n")
-        return exc.exit_code
+        return _error(exc)
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
@@ -82,8 +136,22 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("tvc: interrupted\n")
         return 130
     except BrokenPipeError:
+        # The reader left (`tvc cat … | head`): as quiet as a cold `cat`, and no second
+        # complaint when the interpreter flushes stdout at exit.
+        _silence_stdout()
         return 0
+    except Exception as exc:
+        return _unexpected(exc)
     return 0
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _keep_freed_buffers() -> None:

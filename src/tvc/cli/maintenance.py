@@ -79,9 +79,9 @@ def fsck(
         common.emit_json(res)
     else:
         for w in res["warnings"]:
-            common.err.print(f"warning: {w}", markup=False)
+            common.err.print(f"warning: {common.shown(w)}")
         for e in res["errors"]:
-            common.err.print(f"error: {e}", markup=False)
+            common.err.print(f"error: {common.shown(e)}")
         c = res["checked"]
         common.out.print(
             f"checked {c['versions']} versions, {c['manifests']} manifests, {c['chunks']} chunks, "

@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 
 from tvc.cli import common
-from tvc.cli.common import JsonOpt, QuietOpt
+from tvc.cli.common import JsonOpt, QuietOpt, shown
+from tvc.errors import StorageError
 
 
 def register(app: typer.Typer) -> None:
@@ -30,7 +31,7 @@ def init(
     if json_:
         common.emit_json({"registry": str(reg.dir)})
     elif not (quiet or common.state.quiet):
-        common.out.print(f"Initialized empty tvc registry in {reg.dir}")
+        common.out.print(f"Initialized empty tvc registry in {shown(reg.dir)}")
     reg.close()
 
 
@@ -119,7 +120,7 @@ def checkout(
         common.emit_json({"ref": version.ref, "id": version.id, "files": [str(p) for p in written]})
         return
     where = written[0].parent if len(written) == 1 else (dest or Path(version.model))
-    common.out.print(f"{version.ref}: {len(written)} file(s) in {where}")
+    common.out.print(f"{version.ref}: {len(written)} file(s) in {shown(where)}")
 
 
 def cat(
@@ -130,6 +131,11 @@ def cat(
     with common.open_registry() as reg:
         version = reg.resolve(ref)
         stream = sys.stdout.buffer
-        for block in reg.iter_file(version, path):
-            stream.write(block)
-        stream.flush()
+        try:
+            for block in reg.iter_file(version, path):
+                stream.write(block)
+            stream.flush()
+        except BrokenPipeError:
+            raise  # the reader left: quiet (main)
+        except OSError as exc:  # a full disk behind `> file`, a closed stdout
+            raise StorageError(f"cannot write {path!r} to stdout: {exc.strerror}") from None
