@@ -712,6 +712,9 @@ def serve(base: str) -> None:
     except BlockingIOError:
         os.close(lock_fd)
         return
+    # Who holds the lock, for `tvc daemon stop`: a helper that was killed leaves its .json.
+    os.ftruncate(lock_fd, 0)
+    os.write(lock_fd, str(os.getpid()).encode())
     listener = None
     try:
         # Taken before importing: code that changes meanwhile fails the first check.

@@ -471,11 +471,14 @@ def live_helpers(directory: str) -> list[dict]:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace")
             try:
                 with open(base + ".json") as f:
                     info = json.load(f)
             except (OSError, ValueError):
-                info = {"pid": None, "socket": base + ".sock"}  # still importing
+                info = {}
+            if str(info.get("pid")) != holder:  # still importing, or a killed one's .json
+                info = {"pid": int(holder) if holder.isdigit() else None, "socket": base + ".sock"}
             info["key"] = os.path.basename(base)
             found.append(info)
         finally:
