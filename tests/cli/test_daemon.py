@@ -643,9 +643,12 @@ def test_parity_nohup_keeps_sighup_ignored(sh):
             p, child = _held_commit(
                 sh, daemon, preexec=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)
             )
-            p.send_signal(signal.SIGHUP)
-            if child is not None:
-                os.kill(child, 0)  # still there
+            p.send_signal(signal.SIGHUP)  # as a hangup reaches the caller's process group
+            # Both the client and the child ignore it, as a cold process does.
+            for pid in (p.pid, child) if child else (p.pid,):
+                status = Path(f"/proc/{pid}/status").read_text()
+                (ignored,) = [x.split()[1] for x in status.splitlines() if x.startswith("SigIgn")]
+                assert int(ignored, 16) & (1 << (signal.SIGHUP - 1)), (daemon, pid)
         _out, err = p.communicate(timeout=60)
         outcomes.append((p.returncode, err))
     assert outcomes == [(0, ""), (0, "")]
