@@ -360,7 +360,7 @@ def _node_label(node: dict[str, Any]) -> str:
 def render_lineage(graph: Lineage) -> list[str]:
     """The graph as an indented tree; a version met again is shown once, then referred to."""
     lines = [_node_label(graph.nodes[graph.root])]
-    shown = {graph.root}
+    seen = {graph.root}
     truncated = set(graph.truncated)
 
     def walk(key: str, prefix: str) -> None:
@@ -373,12 +373,12 @@ def render_lineage(graph: Lineage) -> list[str]:
                 label = f"{e['kind']} {shown(e['name'])}"
             if e["kind"] == "dataset" and e.get("record", {}).get("digest"):
                 label += f" ({_node_label({'kind': 'dataset', **e['record']})})"
-            again = node["kind"] == "version" and e["to"] in shown
+            again = node["kind"] == "version" and e["to"] in seen
             more = " …" if e["to"] in truncated else ""
             tail = " (see above)" if again else more
             lines.append(f"{prefix}{'└── ' if last else '├── '}{label}: {_node_label(node)}{tail}")
             if node["kind"] == "version" and not again:
-                shown.add(e["to"])
+                seen.add(e["to"])
                 walk(e["to"], prefix + ("    " if last else "│   "))
 
     walk(graph.root, "")
