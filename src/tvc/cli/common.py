@@ -86,6 +86,10 @@ class State:
 
 state = State()
 
+# Counts and depths the user gives: beyond this they mean "all", and the database cannot take
+# an integer above 2**63 - 1 at all (an OverflowError, before).
+MAX_COUNT = 2**31 - 1
+
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output (stable keys).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 

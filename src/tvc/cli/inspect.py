@@ -27,7 +27,9 @@ def _pairs(d: dict) -> str:
 
 def log(
     ref: str = typer.Argument(..., help="MODEL or MODEL@REF to start from."),
-    n: int = typer.Option(None, "-n", "--max-count", help="Show at most N versions."),
+    n: int = typer.Option(
+        None, "-n", "--max-count", min=0, max=common.MAX_COUNT, help="Show at most N versions."
+    ),
     json_: bool = JsonOpt,
 ) -> None:
     """History: versions reachable from REF, newest first."""

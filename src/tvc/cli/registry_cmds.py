@@ -300,7 +300,9 @@ def search(
     order_by: list[str] = typer.Option(
         None, "--order-by", "-o", help="KEY or -KEY (descending), e.g. -metrics.acc."
     ),
-    limit: int = typer.Option(50, "--limit", "-n", help="At most N versions (0: all)."),
+    limit: int = typer.Option(
+        50, "--limit", "-n", min=0, max=common.MAX_COUNT, help="At most N versions (0: all)."
+    ),
     json_: bool = JsonOpt,
 ) -> None:
     """Versions of every model matching QUERY (see README: fields, operators, values)."""
@@ -387,7 +389,9 @@ def render_lineage(graph: Lineage) -> list[str]:
 
 def lineage(
     ref: str = typer.Argument(..., help="MODEL@REF"),
-    depth: int = typer.Option(None, "--depth", "-d", help="Follow versions N levels deep."),
+    depth: int = typer.Option(
+        None, "--depth", "-d", min=0, max=common.MAX_COUNT, help="Follow versions N levels deep."
+    ),
     json_: bool = JsonOpt,
 ) -> None:
     """What REF was made from: parents, base models (recursively), data sets, code commit."""
@@ -405,7 +409,9 @@ def lineage(
 # -- audit -----------------------------------------------------------------------------------
 def audit(
     model: str = typer.Argument(None, help="Only this model."),
-    n: int = typer.Option(None, "-n", "--max-count", help="At most N entries."),
+    n: int = typer.Option(
+        None, "-n", "--max-count", min=0, max=common.MAX_COUNT, help="At most N entries."
+    ),
     json_: bool = JsonOpt,
 ) -> None:
     """Everything recorded, newest first: alias moves, transitions, metrics, tags, branches."""

@@ -9,7 +9,7 @@ import typer
 
 from tvc.cli import common
 from tvc.cli.common import JsonOpt, QuietOpt, shown
-from tvc.errors import StorageError
+from tvc.errors import ExistsError, StorageError
 
 
 def register(app: typer.Typer) -> None:
@@ -111,6 +111,9 @@ def checkout(
     quiet: bool = QuietOpt,
 ) -> None:
     """Write a version's files to DEST, every byte hash-verified."""
+    if dest is not None and dest.exists() and not dest.is_dir():
+        # Checked here for its message (the checkout would stop at the same place).
+        raise ExistsError(f"destination {str(dest)!r} exists and is not a directory")
     with common.open_registry() as reg:
         written = reg.checkout(
             ref, dest, only=path or None, force=force, progress=common.RichProgress(quiet)
