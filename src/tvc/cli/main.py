@@ -11,7 +11,7 @@ import click
 import typer
 
 from tvc.cli import analysis, common, inspect, maintenance, refs, registry_cmds, snapshot
-from tvc.errors import PathError, StorageError, TvcError, UsageError
+from tvc.errors import ExistsError, PathError, StorageError, TvcError, UsageError
 
 app = typer.Typer(
     name="tvc",
@@ -89,30 +89,38 @@ def _error(exc: TvcError) -> int:
     return exc.exit_code
 
 
-# OS errors that are the environment's doing, not a bug: shown as storage errors (exit 10).
-_ENVIRONMENT = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+# OS errors that are the environment's doing, not a bug: the disk or permissions (exit 10),
+# or a path the user gave that cannot be one (exit 7).
+_STORAGE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+_PATH = {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.ENOENT}
 
 
 def _unexpected(exc: Exception) -> int:
     """The last resort: an exception no layer turned into a TvcError is still one line.
 
     The working directory may have been deleted under the command (everything relative to it
-    then fails); an OS error of the disk or of permissions is a storage error; anything else
-    is a bug in tvc, shown as such, with its traceback under ``TVC_DEBUG=1``.
+    then fails); an OS error of the disk, of permissions or of a path the user gave is shown
+    as the storage, path or exists error it is; anything else is a bug in tvc, shown as such.
+    ``TVC_DEBUG=1`` adds the traceback of any of them: each is a cause to fix where it arose.
     """
+    if os.environ.get("TVC_DEBUG", "").strip() not in ("", "0"):
+        import traceback
+
+        traceback.print_exc()
     try:
         os.getcwd()
     except OSError:
         return _error(
             PathError("the working directory no longer exists: cd to an existing directory")
         )
-    if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT:
+    if isinstance(exc, OSError) and exc.errno in _STORAGE | _PATH | {errno.EEXIST}:
         where = f": {exc.filename}" if exc.filename else ""
-        return _error(StorageError(f"{exc.strerror}{where}"))
-    if os.environ.get("TVC_DEBUG", "").strip() not in ("", "0"):
-        import traceback
-
-        traceback.print_exc()
+        kind = StorageError if exc.errno in _STORAGE else PathError
+        if exc.errno == errno.EEXIST:
+            kind = ExistsError
+        return _error(kind(f"{exc.strerror}{where}"))
+    if isinstance(exc, ValueError) and "null byte" in str(exc):  # only in-process: no argv has one
+        return _error(PathError("a path cannot contain a NUL byte"))
     name = type(exc).__name__
     text = " ".join(str(exc).split())[:300]
     sys.stderr.write(

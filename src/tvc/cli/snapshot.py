@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import typer
 
 from tvc.cli import common
 from tvc.cli.common import JsonOpt, QuietOpt, shown
-from tvc.errors import ExistsError, StorageError
+from tvc.errors import ExistsError, PathError, StorageError
 
 
 def register(app: typer.Typer) -> None:
@@ -111,9 +113,17 @@ def checkout(
     quiet: bool = QuietOpt,
 ) -> None:
     """Write a version's files to DEST, every byte hash-verified."""
-    if dest is not None and dest.exists() and not dest.is_dir():
-        # Checked here for its message (the checkout would stop at the same place).
-        raise ExistsError(f"destination {str(dest)!r} exists and is not a directory")
+    if dest is not None:  # checked here for a clear message (the checkout would stop there)
+        try:
+            is_dir = stat.S_ISDIR(os.stat(dest).st_mode)
+        except FileNotFoundError:
+            is_dir = True  # made by the checkout
+        except OSError as exc:  # too long, a file in the way, a loop, no permission
+            raise PathError(f"destination {str(dest)!r}: {exc.strerror}") from None
+        except ValueError:  # a NUL byte
+            raise PathError(f"destination {str(dest)!r}: not a path") from None
+        if not is_dir:
+            raise ExistsError(f"destination {str(dest)!r} exists and is not a directory")
     with common.open_registry() as reg:
         written = reg.checkout(
             ref, dest, only=path or None, force=force, progress=common.RichProgress(quiet)
