@@ -85,7 +85,7 @@ class Shell:
         """The registry a helper's spares warm up on."""
         return Path(helper["socket"][: -len(".sock")] + ".warm")
 
-    def helper_processes(self) -> list[int]:
+    def helper_processes(self, rundir: str | None = None) -> list[int]:
         """Every process running a helper for this test's directory, starting or not: a
         helper the launcher spawned exists from before the launching command exits (Popen
         returns after the exec) until it fails or is stopped."""
@@ -97,7 +97,8 @@ class Shell:
                 argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"tvc.cli.daemon" in argv and any(a.startswith(self.rundir.encode()) for a in argv):
+            where = (rundir or self.rundir).encode()
+            if b"tvc.cli.daemon" in argv and any(a.startswith(where) for a in argv):
                 found.append(int(entry))
         return found
 
@@ -404,7 +405,8 @@ def test_unsafe_directory_means_no_helper(sh, tmp_path):
     open_dir.chmod(0o777)
     r = sh.run("log", "--help", TVC_DAEMON_DIR=str(open_dir))
     assert r.returncode == 0
-    assert list(open_dir.iterdir()) == []  # ran cold, started nothing
+    assert list(open_dir.iterdir()) == []  # ran cold, started nothing:
+    assert not sh.helper_processes(str(open_dir))  # (a helper's files come after its imports)
     r = sh.run("daemon", "status", TVC_DAEMON_DIR=str(open_dir))
     assert r.returncode == 2 and "mode 700" in r.stderr
 
