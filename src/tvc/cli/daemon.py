@@ -6,8 +6,10 @@ helper per key), listens on ``BASE.sock`` and describes itself in ``BASE.json``.
 
 The helper itself never runs a command, opens a registry or starts a thread of its own: each
 command runs in a child forked from the pristine, fully imported process, and a crash or a leak
-dies with its child. The helper's loop is single-threaded: accept, hand over or fork, forward
-signals, reap, report the exit status.
+dies with its child. The helper's loop is single-threaded and never blocks on a client: accept,
+read requests as they arrive, hand over or fork, watch for clients that leave, reap, report the
+exit status. The child becomes the caller's process as far as a forked one can (:func:`_become`)
+and reports its own exit code too, so a client outlives a helper that dies under it.
 
 One *spare* child waits, already warmed up: it ran a few read commands on a private registry
 (``BASE.warm``) with their output discarded. A fresh fork pays for every page it touches

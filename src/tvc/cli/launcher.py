@@ -8,13 +8,18 @@ receives this process's stdin/stdout/stderr (``SCM_RIGHTS``), working directory,
 umask, so it behaves as this process would; this process forwards signals and exits with the
 child's status.
 
+The helper is opt-in (:func:`setting`: ``TVC_DAEMON=1`` or ``[daemon] enabled = true`` in the
+user's config): a forked child is not the caller's child, so it cannot be in the caller's
+cgroup, and takes the caller's limits and nice value only where the helper can lower itself to
+them (a caller it cannot stand in for runs its command here). Off, this module only reads that
+setting and runs the command in-process.
+
 This module imports only the standard library, and little of it (2 ms), since it runs before
 every command: with the interpreter's own start, a command through the helper costs ≈ 15 ms
 here and ≈ 20 ms in the helper (fork, copy-on-write faults, exit) on top of its work.
 If there is no helper, it runs the command in-process and starts one in the background for the
-next command. ``TVC_DAEMON=0`` turns the helper off; ``tvc daemon stop`` stops it; it exits by
-itself after ``TVC_DAEMON_IDLE`` seconds (default 600) without a command, or when the code it
-loaded changes on disk.
+next command. ``tvc daemon stop`` stops it; it exits by itself after ``TVC_DAEMON_IDLE`` seconds
+(default 600) without a command, or when the code it loaded changes on disk.
 """
 
 from __future__ import annotations
