@@ -343,13 +343,17 @@ def test_cat_into_a_closed_pipe_exits_quietly(registry):
     (big / "big.bin").write_bytes(os.urandom(4 << 20))
     assert _tvc(registry, "commit", "big", "big", "-m", "big", "-q").returncode == 0
     r = subprocess.run(
-        f"{sys.executable} -m tvc cat big@v1 big.bin | head -c 100 | wc -c",
-        shell=True,
+        [
+            "bash",
+            "-c",
+            f"{sys.executable} -m tvc cat big@v1 big.bin | head -c 100 | wc -c; "
+            'echo "${PIPESTATUS[0]}"',
+        ],
         cwd=registry,
         capture_output=True,
         timeout=60,
     )
-    assert r.stdout.strip() == b"100" and r.stderr == b"", r.stderr
+    assert r.stdout.split() == [b"100", b"1"] and r.stderr == b"", r.stderr
 
 
 def test_cat_onto_a_full_disk_is_a_storage_error(registry):

@@ -144,10 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("tvc: interrupted\n")
         return 130
     except BrokenPipeError:
-        # The reader left (`tvc cat … | head`): as quiet as a cold `cat`, and no second
-        # complaint when the interpreter flushes stdout at exit.
+        # The reader left (`tvc cat … | head`): quiet, and no second complaint when the
+        # interpreter flushes stdout at exit; exit 1 as Typer's own handler gives (the output
+        # is incomplete).
         _silence_stdout()
-        return 0
+        return 1
     except Exception as exc:
         return _unexpected(exc)
     return 0
