@@ -197,6 +197,10 @@ def test_errors_quote_user_text_without_control_characters(hostile, capsys):
     code = main(["search", "metrics.acc >= (\x1b[31m"])
     err = capsys.readouterr().err
     assert code == 2 and not RAW_CONTROL.search(err)
+    for argv in (["\x1b[2Jnope"], ["log", "m", "-n", "\x1b]0;t\x07"], ["log", "--\x1b[31m"]):
+        code = main(argv)  # Click's usage errors quote what was typed
+        err = capsys.readouterr().err
+        assert code == 2 and "\\x1b" in err and not RAW_CONTROL.search(err), err
 
 
 def test_shown_escapes_only_what_a_terminal_would_obey():

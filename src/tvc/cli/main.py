@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import math
 import os
 import sys
@@ -134,7 +135,17 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code. Usage errors are Typer's (exit 2), ours are TvcError,
     and nothing else reaches the user as a traceback."""
     try:
-        command()(args=argv, prog_name="tvc")
+        code = command().main(args=argv, prog_name="tvc", standalone_mode=False)
+    except click.ClickException as exc:
+        # Click's usage errors quote what was typed (a file name from a script, say): shown
+        # as Click shows them, control characters escaped.
+        text = io.StringIO()
+        exc.show(file=text)
+        sys.stderr.write(common.shown(text.getvalue(), lines=True))
+        return exc.exit_code
+    except click.Abort:
+        sys.stderr.write("tvc: aborted\n")
+        return 1
     except TvcError as exc:
         return _error(exc)
     except SystemExit as exc:
@@ -151,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as exc:
         return _unexpected(exc)
-    return 0
+    return code if isinstance(code, int) else 0  # an exit code, or a command's None
 
 
 def _silence_stdout() -> None:
