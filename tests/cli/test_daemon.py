@@ -790,3 +790,32 @@ def test_a_caller_in_another_cgroup_is_refused():
     higher = dict(request, nice=request["nice"] - 1)
     if os.nice(0) > -20:
         assert "nice" in daemon._unlike(higher, daemon._cgroup())
+
+
+def test_parity_the_issues_failures(sh):
+    """Issue 12's failing inputs give the same line and exit code with the helper on and off."""
+    _model(sh.root)
+    assert sh.run("commit", "m", "model.bin", "-m", "one", TVC_DAEMON="0").returncode == 0
+    (sh.root / "loop").mkdir()
+    os.symlink("self", sh.root / "loop" / "self")
+    (sh.root / "bytes").mkdir()
+    (sh.root / "bytes" / os.fsdecode(b"\xff.bin")).write_bytes(b"x")
+    (sh.root / "file").write_text("in the way")
+    sh.run("daemon", "start")
+    sh.wait_for_helper()
+    kw = {"cwd": sh.root, "capture_output": True, "timeout": 60}
+    for argv in (
+        ("commit", "m", "loop", "-m", "a symlink loop"),
+        ("commit", "m", "bytes", "-m", "a non-UTF-8 name"),
+        ("checkout", "m", "file"),
+        ("checkout", "m", "file/below"),
+        ("checkout", "m", "x" * 300),
+        ("log", "m", "-n", "99999999999999999999"),
+        ("search", "", "--limit", "-1"),
+    ):
+        warm, cold = _both_ways(sh, *argv, **kw)
+        assert warm == cold, argv
+        assert warm[0] != 0 and warm[2].count(b"\n") in (1, 4), (argv, warm)  # Click: 4 lines
+        assert b"Traceback" not in warm[2]
+    warm, cold = _both_ways(sh, "log", "m", env={"TVC_LOCK_TIMEOUT": "abc"}, **kw)
+    assert warm == cold and warm[0] == 2
