@@ -471,7 +471,8 @@ class Helper:
             fds.clear()
             try:
                 _become(request)
-            except OSError as exc:  # e.g. its working directory is gone: the client runs it
+            except (OSError, ValueError) as exc:  # its directory is gone, a limit refused:
+                # nothing ran, so the client runs the command itself
                 with contextlib.suppress(OSError):
                     conn.sendall(launcher.frame({"refused": str(exc)}))
                 os._exit(1)
