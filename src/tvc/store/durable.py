@@ -29,6 +29,54 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+_UMASK: int | None = None
+
+
+def umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc; elsewhere set and reset,
+    once)."""
+    global _UMASK
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return _UMASK
+
+
+def share_mode(fd: int) -> None:
+    """Give a file made by ``mkstemp`` (always 0600) the mode a plain ``open`` would have: 0666
+    less the umask, so a registry can be shared with a group (read-only users included)."""
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, 0o666 & ~umask())
+
+
+def make_dirs(path: str | os.PathLike[str]) -> None:
+    """``mkdir -p`` that is durable: each directory it creates is fsynced into its parent, so a
+    file renamed into a new directory (a pack's ``packs/xx/``) is not lost with the directory
+    entry at a power cut."""
+    path = Path(path)
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+            continue
+        fsync_dir(d.parent)
+
+
 def storage_error(exc: OSError, what: str) -> StorageError:
     """Turn an OSError into a StorageError whose message says what failed and why."""
     reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror or str(exc)
@@ -46,11 +94,15 @@ def atomic_file(
     rename but skips the fsyncs, for files that are copies rather than repository state.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
     try:
+        if sync:
+            make_dirs(final.parent)
+        else:
+            final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=final.parent)
     except OSError as exc:
         raise storage_error(exc, f"cannot create a file in {final.parent}") from exc
+    share_mode(fd)
     f = os.fdopen(fd, "wb")
     try:
         yield f
@@ -88,7 +140,7 @@ def move_into_place(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -
     """Durably rename an already-fsynced file ``src`` to ``dest`` (same filesystem)."""
     dest = Path(dest)
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(dest.parent)
         os.replace(src, dest)
         fsync_dir(dest.parent)
     except OSError as exc:

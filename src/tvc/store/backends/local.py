@@ -19,7 +19,10 @@ from tvc.store.backends.base import Backend, NotFound
 class LocalBackend(Backend):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            durable.make_dirs(self.root)
+        except OSError as exc:
+            raise durable.storage_error(exc, f"cannot create {self.root}") from exc
 
     def _path(self, name: str) -> Path:
         return self.root / name
@@ -59,6 +62,12 @@ class LocalBackend(Backend):
     def _size(self, name: str) -> int:
         try:
             return self._path(name).stat().st_size
+        except FileNotFoundError as exc:
+            raise NotFound(f"no object {name} in {self.root}") from exc
+
+    def _mtime(self, name: str) -> float:
+        try:
+            return self._path(name).stat().st_mtime
         except FileNotFoundError as exc:
             raise NotFound(f"no object {name} in {self.root}") from exc
 
