@@ -622,8 +622,20 @@ def test_parity_a_deleted_working_directory(sh):
     assert with_r[0][0] == 0 and "one" in with_r[0][1]
 
 
+@contextlib.contextmanager
+def _writer_held(sh: Shell):
+    """Hold the registry's write lock (the metadata DB's) until the block ends."""
+    db = sqlite3.connect(sh.root / ".tvc" / "tvc.db", isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+
+
 def _held_commit(sh: Shell, daemon: str, preexec=None) -> tuple[subprocess.Popen, int | None]:
-    """A `tvc commit` waiting for the writer lock the caller holds; with the helper on, once
+    """A `tvc commit` waiting for the write lock the caller holds; with the helper on, once
     its child exists (its pid returned)."""
     p = subprocess.Popen(
         sh.cmd("commit", "m", "model.bin", "-m", f"held {daemon}"),
@@ -647,10 +659,9 @@ def test_parity_nohup_keeps_sighup_ignored(sh):
     _model(sh.root)
     sh.run("daemon", "start")
     sh.wait_for_helper()
-    lock = filelock.FileLock(str(sh.root / ".tvc" / "lock"))
     outcomes = []
     for daemon in ("1", "0"):
-        with lock:
+        with _writer_held(sh):
             p, child = _held_commit(
                 sh, daemon, preexec=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)
             )
@@ -673,8 +684,7 @@ def test_a_killed_helper_is_no_false_failure(sh):
     _model(sh.root)
     sh.run("daemon", "start")
     helper = sh.wait_for_helper()["pid"]
-    lock = filelock.FileLock(str(sh.root / ".tvc" / "lock"))
-    with lock:
+    with _writer_held(sh):
         p, _child = _held_commit(sh, "1")
         os.kill(helper, signal.SIGKILL)
         assert launcher.wait_until(lambda: not Path(f"/proc/{helper}/cmdline").read_bytes(), 30)
@@ -690,7 +700,7 @@ def test_a_killed_helper_and_child_is_a_failure_said_once(sh):
     _model(sh.root)
     sh.run("daemon", "start")
     helper = sh.wait_for_helper()["pid"]
-    with filelock.FileLock(str(sh.root / ".tvc" / "lock")):
+    with _writer_held(sh):
         p, child = _held_commit(sh, "1")
         os.kill(helper, signal.SIGKILL)
         os.kill(child, signal.SIGKILL)
@@ -740,7 +750,7 @@ def test_the_child_takes_the_callers_limits_and_nice_value(sh):
     _model(sh.root)
     sh.run("daemon", "start")
     sh.wait_for_helper()["pid"]
-    with filelock.FileLock(str(sh.root / ".tvc" / "lock")):
+    with _writer_held(sh):
 
         def lowered() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (200, 300))
