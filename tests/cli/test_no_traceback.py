@@ -337,12 +337,10 @@ def _tvc(registry: Path, *argv: str, env: dict | None = None, **kw) -> subproces
     ids=lambda e: ",".join(e),
 )
 def test_a_hostile_environment_as_a_real_process(registry, env):
-    for argv in (["log", "m"], ["tag", "m", "t-env"], ["--version"]):
-        r = _tvc(registry, *argv, env=env)
-        assert b"Traceback" not in r.stderr, (argv, env, r.stderr)
-        assert r.returncode in CODES
-        assert r.stderr.count(b"\n") <= 1, r.stderr
-    _tvc(registry, "tag", "m", "t-env", "-d")
+    r = _tvc(registry, "log", "m", env=env)
+    assert b"Traceback" not in r.stderr, (env, r.stderr)
+    assert r.returncode in CODES
+    assert r.stderr.count(b"\n") <= 1, r.stderr
 
 
 def test_cat_into_a_closed_pipe_exits_quietly(registry):
