@@ -829,5 +829,5 @@ def test_parity_the_issues_failures(sh):
         assert warm == cold, argv
         assert warm[0] != 0 and warm[2].count(b"\n") in (1, 4), (argv, warm)  # Click: 4 lines
         assert b"Traceback" not in warm[2]
-    warm, cold = _both_ways(sh, "log", "m", env={"TVC_LOCK_TIMEOUT": "abc"}, **kw)
-    assert warm == cold and warm[0] == 2
+    warm, cold = _both_ways(sh, "tag", "m", "t", env={"TVC_LOCK_TIMEOUT": "abc"}, **kw)
+    assert warm == cold and warm[0] == 2 and b"TVC_LOCK_TIMEOUT" in warm[2]

@@ -398,6 +398,9 @@ def test_the_issues_cases_are_one_line(tmp_path):
         ["checkout", "m", "file/below"],
         ["checkout", "m", "/proc/no/such"],
         ["checkout", "m", "x" * 300],
+        ["rollback", "m", os.fsdecode(b"\xff")],  # bytes that are not UTF-8, in argv
+        ["alias", "rm", "m", os.fsdecode(b"\xff")],
+        ["commit", "m", "ok", "-m", os.fsdecode(b"x\xff")],
     ):
         r = _tvc(work, *argv)
         assert b"Traceback" not in r.stderr, (argv, r.stderr)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import io
-import math
 import os
 import sys
 
@@ -49,20 +48,6 @@ def _global(
 ) -> None:
     common.state.registry_path = registry
     common.state.quiet = quiet
-    _check_environment()
-
-
-def _check_environment() -> None:
-    """Settings read from the environment deep in the layers below, checked here once, so a
-    wrong value is a usage error naming the variable instead of a failure mid-command."""
-    timeout = os.environ.get("TVC_LOCK_TIMEOUT")
-    if timeout is not None:
-        try:
-            seconds = float(timeout)
-        except ValueError:
-            seconds = math.nan
-        if not (0 <= seconds < 1e9):
-            raise UsageError(f"TVC_LOCK_TIMEOUT={timeout!r}: expected a number of seconds >= 0")
 
 
 for module in (snapshot, inspect, refs, maintenance, analysis, registry_cmds):
@@ -120,6 +105,14 @@ def _unexpected(exc: Exception) -> int:
         if exc.errno == errno.EEXIST:
             kind = ExistsError
         return _error(kind(f"{exc.strerror}{where}"))
+    if isinstance(exc, UnicodeEncodeError) and exc.reason == "surrogates not allowed":
+        # Bytes that are not UTF-8 (a name typed in another encoding, a file name on disk)
+        # reached a layer that stores text: a usage error naming them, not a crash.
+        text = exc.object if isinstance(exc.object, str) else ""
+        where = text[max(0, exc.start - 20) : exc.end + 20]
+        return _error(
+            UsageError(f"not UTF-8 text: {where!r} (tvc keeps names and messages as UTF-8)")
+        )
     if isinstance(exc, ValueError) and "null byte" in str(exc):  # only in-process: no argv has one
         return _error(PathError("a path cannot contain a NUL byte"))
     name = type(exc).__name__
