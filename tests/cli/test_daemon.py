@@ -1,7 +1,9 @@
 """The resident helper (tvc.cli.daemon) behind the console script (tvc.cli.launcher).
 
 Every test starts `tvc` as a real process, as a user's shell does, with the helper on and its
-sockets in a fresh directory, and stops every helper it started.
+sockets in a fresh directory, and stops every helper it started. No test concludes from
+nothing having happened after a sleep: where a test says "no helper", "no spare" or "no second
+attempt", it first waits for an event after which that thing would certainly be visible.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -16,7 +19,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -82,6 +84,23 @@ class Shell:
     def warm_registry(helper: dict) -> Path:
         """The registry a helper's spares warm up on."""
         return Path(helper["socket"][: -len(".sock")] + ".warm")
+
+    def helper_processes(self, rundir: str | None = None) -> list[int]:
+        """Every process running a helper for this test's directory, starting or not: a
+        helper the launcher spawned exists from before the launching command exits (Popen
+        returns after the exec) until it fails or is stopped."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            where = (rundir or self.rundir).encode()
+            if b"tvc.cli.daemon" in argv and any(a.startswith(where) for a in argv):
+                found.append(int(entry))
+        return found
 
     def spares(self, helper_pid: int) -> list[int]:
         """Spare children waiting for a command, or just forked (their working directory is /;
@@ -160,11 +179,15 @@ def test_spares_that_die_are_replaced_a_few_times_then_commands_fork(sh):
             seen.add(spare)
             os.kill(spare, signal.SIGKILL)
     assert launcher.wait_until(lambda: not sh.spares(helper["pid"]), 30)
-    time.sleep(0.5)
-    assert not sh.spares(helper["pid"])  # no fourth one
-    r = sh.run("commit", "m", "model.bin", "-m", "one", TVC_DAEMON_REPORT=str(sh.root / "r"))
+    # Two commands: the helper's loop makes a missing spare at the top of every turn, so by
+    # the second command's report a fourth spare would have been forked.
+    report = sh.root / "r"
+    r = sh.run("commit", "m", "model.bin", "-m", "one", TVC_DAEMON_REPORT=str(report))
     assert r.returncode == 0, r.stderr  # in a fresh fork
-    assert json.loads((sh.root / "r").read_text())["exit"] == 0
+    assert sh.run("log", "m", TVC_DAEMON_REPORT=str(report)).returncode == 0
+    reports = [json.loads(line) for line in report.read_text().splitlines()]
+    assert [(x["exit"], x["spare"]) for x in reports] == [(0, False), (0, False)]
+    assert not sh._children(helper["pid"])  # no fourth spare, warming up or waiting
 
 
 def test_a_spare_stuck_in_its_warm_up_is_passed_over(sh):
@@ -384,7 +407,8 @@ def test_unsafe_directory_means_no_helper(sh, tmp_path):
     open_dir.chmod(0o777)
     r = sh.run("log", "--help", TVC_DAEMON_DIR=str(open_dir))
     assert r.returncode == 0
-    assert list(open_dir.iterdir()) == []  # ran cold, started nothing
+    assert list(open_dir.iterdir()) == []  # ran cold, started nothing:
+    assert not sh.helper_processes(str(open_dir))  # (a helper's files come after its imports)
     r = sh.run("daemon", "status", TVC_DAEMON_DIR=str(open_dir))
     assert r.returncode == 2 and "mode 700" in r.stderr
 
@@ -392,8 +416,7 @@ def test_unsafe_directory_means_no_helper(sh, tmp_path):
 def test_off_switch(sh):
     r = sh.run("log", "--help", TVC_DAEMON="0")
     assert r.returncode == 0
-    time.sleep(0.3)
-    assert not sh.helpers()
+    assert not sh.helper_processes() and not sh.helpers()  # none was spawned
     status = json.loads(sh.run("daemon", "status", "--json", TVC_DAEMON="0").stdout)
     assert status["enabled"] is False and status["helpers"] == []
 
@@ -421,12 +444,390 @@ def test_a_helper_that_cannot_start_is_not_started_again(sh, tmp_path):
     (marker,) = Path(sh.rundir).glob("*.failed")
     assert "this gguf is broken" in marker.read_text()
     stamp = marker.stat().st_mtime_ns
+    assert launcher.wait_until(lambda: not sh.helper_processes(), 30)  # the first one is gone
     assert sh.run("--version").returncode == 0
-    time.sleep(1.0)
-    assert marker.stat().st_mtime_ns == stamp  # no second attempt
+    # A second attempt would be a process now (Popen returns after its exec), or, had it
+    # already failed, it would have rewritten the marker.
+    assert not sh.helper_processes()
+    assert marker.stat().st_mtime_ns == stamp
     status = json.loads(sh.run("daemon", "status", "--json").stdout)
     (entry,) = status["helpers"]
     assert "this gguf is broken" in entry["failed"] and entry["current"] is True
     assert "failed to start" in sh.run("daemon", "status").stdout
     sh.run("daemon", "stop")
     assert not list(Path(sh.rundir).glob("*.failed"))
+
+
+# -- opt-in ----------------------------------------------------------------------------------
+def test_the_helper_is_off_unless_asked_for(sh, tmp_path):
+    """A forked child would run in the helper's cgroup and limits: by default every command
+    runs in its own process; TVC_DAEMON=1 or the user's config turns the helper on."""
+    config_home = tmp_path / "config"
+    env = {"XDG_CONFIG_HOME": str(config_home)}
+    del sh.env["TVC_DAEMON"]
+    assert sh.run("log", "--help", **env).returncode == 0
+    assert not sh.helper_processes() and not sh.helpers()
+    status = json.loads(sh.run("daemon", "status", "--json", **env).stdout)
+    assert status["enabled"] is False and "off by default" in status["why"]
+    r = sh.run("daemon", "start", **env)
+    assert r.returncode == 2 and "off by default" in r.stderr
+
+    for weird in ("weird", "2", "enabled"):  # not understood: off, and said why
+        assert sh.run("log", "--help", TVC_DAEMON=weird, **env).returncode == 0
+        assert not sh.helper_processes()
+        status = json.loads(sh.run("daemon", "status", "--json", TVC_DAEMON=weird).stdout)
+        assert status["enabled"] is False and "neither 1 nor 0" in status["why"]
+
+    (config_home / "tvc").mkdir(parents=True)
+    config = config_home / "tvc" / "config.toml"
+    config.write_text("[daemon]\nenabled = [")  # broken: off, never a traceback
+    r = sh.run("log", "--help", **env)
+    assert r.returncode == 0 and not sh.helper_processes()
+    assert "not valid TOML" in json.loads(sh.run("daemon", "status", "--json", **env).stdout)["why"]
+    config.write_text("[daemon]\nenabled = true\n")
+    assert sh.run("log", "--help", **env).returncode == 0  # cold; starts the helper
+    assert sh.helper_processes()
+    sh.wait_for_helper()
+    assert sh.run("log", "--help", TVC_DAEMON_REPORT=str(sh.root / "r"), **env).returncode == 0
+    assert json.loads((sh.root / "r").read_text())["exit"] == 0  # ran in the helper
+    r = sh.run("log", "--help", TVC_DAEMON="0", TVC_DAEMON_REPORT=str(sh.root / "r0"), **env)
+    assert r.returncode == 0 and not (sh.root / "r0").exists()  # the variable beats the file
+
+
+def test_setting_reads_the_variable_then_the_users_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("TVC_DAEMON")
+    assert launcher.setting()[0] is False
+    (tmp_path / "tvc").mkdir()
+    for text, on in [
+        ("[daemon]\nenabled = true\n", True),
+        ("[daemon]\nenabled = false\n", False),
+        ('[daemon]\nenabled = "yes"\n', False),
+        ("daemon = 3\n", False),
+        ("\xff", False),
+    ]:
+        (tmp_path / "tvc" / "config.toml").write_bytes(text.encode("latin-1"))
+        assert launcher.setting()[0] is on, text
+    for value, on in [("1", True), ("on", True), ("0", False), ("off", False), ("x", False)]:
+        monkeypatch.setenv("TVC_DAEMON", value)
+        assert launcher.setting()[0] is on, value
+
+
+# -- parity with a cold process ----------------------------------------------------------------
+def _both_ways(sh: Shell, *argv: str, **kw) -> tuple[tuple, tuple]:
+    """``argv`` through the helper (checked to have run there) and in a cold process."""
+    report = sh.root / "parity-report"
+    report.unlink(missing_ok=True)
+    env = kw.pop("env", {})
+    warm = subprocess.run(
+        sh.cmd(*argv), env={**sh.env, **env, "TVC_DAEMON_REPORT": str(report)}, **kw
+    )
+    assert report.exists(), argv  # it did run in the helper
+    cold = subprocess.run(sh.cmd(*argv), env={**sh.env, **env, "TVC_DAEMON": "0"}, **kw)
+    return (warm.returncode, warm.stdout, warm.stderr), (cold.returncode, cold.stdout, cold.stderr)
+
+
+def test_parity_output_and_exit_codes(sh):
+    """The same command gives the same bytes and exit code with the helper on and off."""
+    _model(sh.root, data=bytes(range(256)) * 400)
+    assert sh.run("commit", "m", "model.bin", "-m", "one", TVC_DAEMON="0").returncode == 0
+    sh.run("daemon", "start")
+    sh.wait_for_helper()
+    kw = {"cwd": sh.root, "capture_output": True, "timeout": 60}
+    cases = [
+        ("log", "m"),  # success
+        ("show", "m@v1", "--json"),
+        ("ls", "m@v1"),
+        ("--version",),
+        ("no-such-command",),  # usage errors
+        ("show", "Bad Name"),
+        ("log", "m", "-n", "abc"),
+        ("show", "m@v9"),  # unknown refs
+        ("show", "m@v99999999999999999999"),
+        ("show", "nope@v1"),
+        ("commit", "m", "../outside", "-m", "x"),  # unsafe path
+        ("cat", "m@v1", "model.bin"),  # binary to a pipe
+        ("cat", "m@v1", "missing.bin"),
+    ]
+    codes = set()
+    for argv in cases:
+        warm, cold = _both_ways(sh, *argv, **kw)
+        assert warm == cold, argv
+        assert b"Traceback" not in warm[2]
+        codes.add(warm[0])
+    assert {0, 2, 4, 7} <= codes
+
+    # TZ: local times follow the caller's time zone, as in a cold process.
+    seen = set()
+    for tz in ("UTC", "Asia/Tokyo", "America/Los_Angeles"):
+        warm, cold = _both_ways(sh, "log", "m", env={"TZ": tz}, **kw)
+        assert warm == cold, tz
+        seen.add(warm[1])
+    assert len(seen) == 3  # the output did depend on TZ
+
+    # stdin: a closed one and a pipe; stdout: a pipe whose reader leaves early.
+    for stdin in (subprocess.DEVNULL, None):
+        warm, cold = _both_ways(
+            sh,
+            "show",
+            "m",
+            input=b"" if stdin is None else None,
+            **({"stdin": stdin} if stdin is not None else {}),
+            **kw,
+        )
+        assert warm == cold
+    head = {"cwd": sh.root, "timeout": 60}
+    _model(sh.root, "big.bin", os.urandom(4 << 20))  # far more than a pipe holds
+    assert sh.run("commit", "big", "big.bin", "-m", "big", TVC_DAEMON="0").returncode == 0
+    for daemon in ("1", "0"):
+        r = subprocess.run(
+            [
+                "bash",
+                "-c",
+                f"{' '.join(sh.cmd('cat', 'big@v1', 'big.bin'))} | head -c 10; "
+                'echo " ${PIPESTATUS[0]}"',
+            ],
+            env={**sh.env, "TVC_DAEMON": daemon},
+            capture_output=True,
+            **head,
+        )
+        assert (r.stdout[10:], r.stderr) == (b" 1\n", b""), daemon  # quiet, incomplete
+
+
+def test_parity_a_deleted_working_directory(sh):
+    """One line and exit 7 both ways (a traceback, before); with an absolute -R it works."""
+    _model(sh.root)
+    assert sh.run("commit", "m", "model.bin", "-m", "one", TVC_DAEMON="0").returncode == 0
+    sh.run("daemon", "start")
+    sh.wait_for_helper()
+    tvc = Path(sys.executable).with_name("tvc")
+    gone = sh.root / "gone"
+    results = {}
+    for daemon in ("1", "0"):
+        for argv in (f"{tvc} log m", f"{tvc} -R {sh.root} log m"):
+            gone.mkdir()
+            r = subprocess.run(
+                ["sh", "-c", f'cd "{gone}" && rmdir "{gone}" && exec {argv}'],
+                env={**sh.env, "TVC_DAEMON": daemon},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            results.setdefault(argv, []).append((r.returncode, r.stdout, r.stderr))
+    (plain, with_r) = results.values()
+    assert plain[0] == plain[1] and with_r[0] == with_r[1]
+    code, out, err = plain[0]
+    assert code == 7 and out == "" and "working directory no longer exists" in err
+    assert err.count("\n") == 1
+    assert with_r[0][0] == 0 and "one" in with_r[0][1]
+
+
+@contextlib.contextmanager
+def _writer_held(sh: Shell):
+    """Hold the registry's write lock (the metadata DB's) until the block ends."""
+    db = sqlite3.connect(sh.root / ".tvc" / "tvc.db", isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+
+
+def _held_commit(sh: Shell, daemon: str, preexec=None) -> tuple[subprocess.Popen, int | None]:
+    """A `tvc commit` waiting for the write lock the caller holds; with the helper on, once
+    its child exists (its pid returned)."""
+    p = subprocess.Popen(
+        sh.cmd("commit", "m", "model.bin", "-m", f"held {daemon}"),
+        cwd=sh.root,
+        env={**sh.env, "TVC_DAEMON": daemon},
+        preexec_fn=preexec,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    if daemon == "0":
+        return p, None
+    helper = sh.helpers()[0]["pid"]
+    assert launcher.wait_until(lambda: sh.children(helper), 30)
+    return p, sh.children(helper)[0]
+
+
+def test_parity_nohup_keeps_sighup_ignored(sh):
+    """`nohup tvc commit …` then SIGHUP: the commit goes on, as in a cold process (the client
+    used to forward SIGHUP to a child that had it at its default, and nothing was committed)."""
+    _model(sh.root)
+    sh.run("daemon", "start")
+    sh.wait_for_helper()
+    outcomes = []
+    for daemon in ("1", "0"):
+        with _writer_held(sh):
+            p, child = _held_commit(
+                sh, daemon, preexec=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            )
+            p.send_signal(signal.SIGHUP)  # as a hangup reaches the caller's process group
+            # Both the client and the child ignore it, as a cold process does.
+            for pid in (p.pid, child) if child else (p.pid,):
+                status = Path(f"/proc/{pid}/status").read_text()
+                (ignored,) = [x.split()[1] for x in status.splitlines() if x.startswith("SigIgn")]
+                assert int(ignored, 16) & (1 << (signal.SIGHUP - 1)), (daemon, pid)
+        _out, err = p.communicate(timeout=60)
+        outcomes.append((p.returncode, err))
+    assert outcomes == [(0, ""), (0, "")]
+    log = json.loads(sh.run("log", "m", "--json").stdout)
+    assert [v["message"] for v in log] == ["held 0", "held 1"]
+
+
+def test_a_killed_helper_is_no_false_failure(sh):
+    """The helper dies while its child commits: the client waits for the child and reports its
+    real status (it said "failure" while the version was committed, and a retry duplicated it)."""
+    _model(sh.root)
+    sh.run("daemon", "start")
+    helper = sh.wait_for_helper()["pid"]
+    with _writer_held(sh):
+        p, _child = _held_commit(sh, "1")
+        os.kill(helper, signal.SIGKILL)
+        assert launcher.wait_until(lambda: not Path(f"/proc/{helper}/cmdline").read_bytes(), 30)
+        assert p.poll() is None  # still waiting for its command
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert out.startswith("m@v1 ")
+    log = sh.run("log", "m", "--json", TVC_DAEMON="0")  # (on, it would start a new helper)
+    assert [v["version"] for v in json.loads(log.stdout)] == [1]
+
+
+def test_a_killed_helper_and_child_is_a_failure_said_once(sh):
+    _model(sh.root)
+    sh.run("daemon", "start")
+    helper = sh.wait_for_helper()["pid"]
+    with _writer_held(sh):
+        p, child = _held_commit(sh, "1")
+        os.kill(helper, signal.SIGKILL)
+        os.kill(child, signal.SIGKILL)
+        _out, err = p.communicate(timeout=60)
+    assert p.returncode == 1 and err.count("\n") == 1 and "killed" in err
+
+
+def test_accepts_never_block(sh):
+    """A client that connects and says nothing (or half a request) holds up no one: another
+    command runs and ends while it is still connected, and it is served when it goes on."""
+    sh.run("daemon", "start")
+    helper = sh.wait_for_helper()
+    silent = socket.socket(socket.AF_UNIX)
+    silent.connect(helper["socket"])
+    payload = launcher._request(["--version"])
+    half = socket.socket(socket.AF_UNIX)
+    half.connect(helper["socket"])
+    out_r, out_w = os.pipe()
+    head = launcher._HEADER.pack(launcher.PROTOCOL, len(payload))
+    with open(os.devnull) as null:
+        fds = [null.fileno(), out_w, out_w]
+        socket.send_fds(half, [head[:3]], fds)  # the fds and 3 bytes of the header
+        r = sh.run("log", "--help", TVC_DAEMON_REPORT=str(sh.root / "r"))
+        assert r.returncode == 0 and (sh.root / "r").exists()  # it ran in the helper
+        for conn in (silent, half):  # still connected: never dropped for being slow
+            conn.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                conn.recv(1)
+            conn.setblocking(True)
+        half.sendall(head[3:] + payload)
+        frames = launcher.Frames(half)
+        assert "pid" in frames.next()
+        end = frames.next()
+        while end.get("by") == "child":
+            end = frames.next()
+        assert end["exit"] == 0
+    os.close(out_w)
+    with os.fdopen(out_r) as f:
+        assert f.read().startswith("tvc ")
+    silent.close()
+    half.close()
+
+
+def test_the_child_takes_the_callers_limits_and_nice_value(sh):
+    """Lower limits and a higher nice value are the child's too; a caller the helper cannot
+    stand in for (a higher hard limit) runs its command itself."""
+    _model(sh.root)
+    sh.run("daemon", "start")
+    sh.wait_for_helper()["pid"]
+    with _writer_held(sh):
+
+        def lowered() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (200, 300))
+            os.nice(3)
+
+        p, child = _held_commit(sh, "1", preexec=lowered)
+        limits = Path(f"/proc/{child}/limits").read_text()
+        nice = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[16])
+    assert p.wait(60) == 0
+    (line,) = [x for x in limits.splitlines() if x.startswith("Max open files")]
+    assert line.split()[3:5] == ["200", "300"]
+    assert nice == os.nice(0) + 3
+    assert sh.run("daemon", "stop").returncode == 0
+
+    # A helper started under a lower hard limit cannot raise it for a caller: it refuses, and
+    # the command runs cold (no helper report), with the caller's limits.
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(hard, 4096) // 2
+    start = subprocess.run(
+        sh.cmd("daemon", "start"),
+        env=sh.env,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (low, low)),
+        capture_output=True,
+        timeout=60,
+    )
+    assert start.returncode == 0, start.stderr
+    sh.wait_for_helper()
+    r = sh.run("log", "m", TVC_DAEMON_REPORT=str(sh.root / "refused"))
+    assert r.returncode == 0 and "held 1" in r.stdout
+    assert not (sh.root / "refused").exists()  # ran in its own process
+    r = subprocess.run(
+        sh.cmd("log", "m"),
+        cwd=sh.root,
+        env={**sh.env, "TVC_DAEMON_REPORT": str(sh.root / "served")},
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (low, low)),
+        capture_output=True,
+        timeout=60,
+    )
+    assert r.returncode == 0 and (sh.root / "served").exists()  # the same limits: served
+
+
+def test_a_caller_in_another_cgroup_is_refused():
+    """Its command runs in its own process, inside its own job's accounting."""
+    from tvc.cli import daemon
+
+    request = launcher.load(launcher._request(["log"]))
+    assert daemon._unlike(request, daemon._cgroup()) is None
+    assert daemon._unlike(request, "0::/other.slice\n") == "another cgroup"
+    higher = dict(request, nice=request["nice"] - 1)
+    if os.nice(0) > -20:
+        assert "nice" in daemon._unlike(higher, daemon._cgroup())
+
+
+def test_parity_the_issues_failures(sh):
+    """Issue 12's failing inputs give the same line and exit code with the helper on and off."""
+    _model(sh.root)
+    assert sh.run("commit", "m", "model.bin", "-m", "one", TVC_DAEMON="0").returncode == 0
+    (sh.root / "loop").mkdir()
+    os.symlink("self", sh.root / "loop" / "self")
+    (sh.root / "bytes").mkdir()
+    (sh.root / "bytes" / os.fsdecode(b"\xff.bin")).write_bytes(b"x")
+    (sh.root / "file").write_text("in the way")
+    sh.run("daemon", "start")
+    sh.wait_for_helper()
+    kw = {"cwd": sh.root, "capture_output": True, "timeout": 60}
+    for argv in (
+        ("commit", "m", "loop", "-m", "a symlink loop"),
+        ("commit", "m", "bytes", "-m", "a non-UTF-8 name"),
+        ("checkout", "m", "file"),
+        ("checkout", "m", "file/below"),
+        ("checkout", "m", "x" * 300),
+        ("log", "m", "-n", "99999999999999999999"),
+        ("search", "", "--limit", "-1"),
+    ):
+        warm, cold = _both_ways(sh, *argv, **kw)
+        assert warm == cold, argv
+        assert warm[0] != 0 and warm[2].count(b"\n") in (1, 4), (argv, warm)  # Click: 4 lines
+        assert b"Traceback" not in warm[2]
+    warm, cold = _both_ways(sh, "tag", "m", "t", env={"TVC_LOCK_TIMEOUT": "abc"}, **kw)
+    assert warm == cold and warm[0] == 2 and b"TVC_LOCK_TIMEOUT" in warm[2]

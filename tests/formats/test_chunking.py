@@ -189,3 +189,31 @@ def test_real_safetensors_file(tmp_path):
     a = [c for c in chunks if c.tensor == "a"]
     assert b"".join(buf[c.offset : c.offset + c.length] for c in a) == arrays["a"].tobytes()
     assert [c.length for c in a] == [4096, 4096, 12000 - 8192]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(min_size=0, max_size=300_000), st.integers(40_000, 200_000))
+def test_windowed_cdc_cuts_where_one_pass_cuts(data, window):
+    """Opaque bytes are read in windows, never mapped; the cuts must not depend on the
+    window size (FastCDC restarts at a certain cut)."""
+    from tvc.formats import chunking, opaque_layout
+
+    layout = opaque_layout(len(data))
+    old = chunking.CDC_WINDOW
+    whole = list(iter_chunks(data, layout))
+    chunking.CDC_WINDOW = window
+    try:
+        windowed = list(iter_chunks(lambda off, n: data[off : off + n], layout, size=len(data)))
+    finally:
+        chunking.CDC_WINDOW = old
+    assert windowed == whole
+
+
+def test_a_file_that_shrinks_while_it_is_cut_is_an_error_not_a_crash():
+    from tvc.errors import FormatError
+    from tvc.formats import opaque_layout
+
+    data = bytes(range(256)) * 4000
+    layout = opaque_layout(len(data))
+    with pytest.raises(FormatError, match="changed"):
+        list(iter_chunks(lambda off, n: data[off : off + n // 2], layout, size=len(data)))

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tvc.errors import UsageError
-from tvc.repo.names import check_model_name, check_ref_name, parse_ref
+from tvc.errors import UnknownRefError, UsageError
+from tvc.repo.names import MAX_VERSION, check_model_name, check_ref_name, parse_ref
 from tvc.repo.paths import check_stored_path
 
 
@@ -44,9 +44,22 @@ def test_stored_paths_rejected(bad):
         check_stored_path(bad)
 
 
-@given(st.text(max_size=40))
+def test_a_version_number_beyond_64_bits_names_nothing():
+    """It would reach the database as an integer SQLite cannot hold (a traceback, before)."""
+    assert parse_ref(f"m@v{MAX_VERSION}").rev == f"v{MAX_VERSION}"
+    with pytest.raises(UnknownRefError, match="no version v99999999999999999999"):
+        parse_ref("m@v99999999999999999999")
+    with pytest.raises(UsageError):
+        parse_ref("M@v99999999999999999999")  # the model name is still checked first
+
+
+@given(st.text(max_size=40) | st.from_regex(r"\Am@v[0-9]{1,30}(~[0-9]{0,25})?\Z"))
 def test_parse_ref_never_crashes(text):
     try:
-        parse_ref(text)
+        r = parse_ref(text)
     except UsageError:
-        pass
+        return
+    except UnknownRefError:
+        assert int(text.split("@v")[1].split("~")[0]) > MAX_VERSION
+        return
+    assert r.ancestors >= 0 and r.model

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from tvc.analysis import Blame, Diff, MergeResult, TensorDiff, ValueDiff
     from tvc.analysis.blame import BlameEntry
 from tvc.cli import common
-from tvc.cli.common import JsonOpt, QuietOpt
+from tvc.cli.common import JsonOpt, QuietOpt, shown
 
 # Spelled out (not imported) so the CLI starts without loading the analysis layer.
 STRATEGIES = ("average", "task-arithmetic", "ours", "theirs")
@@ -24,7 +24,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> None:
-    """Plain aligned columns, never wrapped (names and messages can be long); last one ragged."""
+    """Plain aligned columns, never wrapped (names and messages can be long); last one ragged.
+    Cells are user data: control characters and line breaks in them are escaped."""
+    rows = [[shown(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     for r in [header, *rows]:
         cells = [c.ljust(w) for c, w in zip(r, widths, strict=False)] + [r[-1]]
@@ -72,24 +74,24 @@ def _change_order(t: TensorDiff) -> tuple:
 
 
 def _value(x: object) -> str:
-    return x if isinstance(x, str) else json.dumps(x, default=str)
+    return shown(x if isinstance(x, str) else json.dumps(x, default=str))
 
 
 def _values(title: str, rows: list[ValueDiff], all_: bool) -> None:
-    shown = [r for r in rows if all_ or r.status != "unchanged"]
-    if not shown:
+    listed = [r for r in rows if all_ or r.status != "unchanged"]
+    if not listed:
         return
     common.out.print(f"{title}:")
-    for r in shown:
-        a, b = _value(r.a), _value(r.b)
+    for r in listed:
+        a, b, key = _value(r.a), _value(r.b), shown(r.key)
         if r.status == "added":
-            line = f"  + {r.key} = {b}"
+            line = f"  + {key} = {b}"
         elif r.status == "removed":
-            line = f"  - {r.key} = {a}"
+            line = f"  - {key} = {a}"
         elif r.status == "changed":
-            line = f"  ~ {r.key}: {a} → {b}"
+            line = f"  ~ {key}: {a} → {b}"
         else:
-            line = f"    {r.key} = {a}"
+            line = f"    {key} = {a}"
         common.out.print(line, markup=False)
 
 
@@ -101,7 +103,7 @@ def _print_diff(d: Diff, all_: bool) -> None:
     counts = d.counts()["files"]
     p("files: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) if d.files else "files: -")
     for f in files:
-        p(f"  {marks[f.status]} {f.path}", markup=False)
+        p(f"  {marks[f.status]} {shown(f.path)}")
     _values("params", d.params, all_)
     _values("metrics", d.metrics, all_)
     _values("datasets", d.datasets, all_)
@@ -157,7 +159,7 @@ def _print_blame(b: Blame) -> None:
     table: list[list[str]] = []
 
     def row(label: str, e: BlameEntry) -> None:
-        msg = e.version.message.splitlines()[0] if e.version.message else ""
+        msg = shown(e.version.message.splitlines()[0]) if e.version.message else ""
         if e.base is not None:
             msg = f"{msg} (= base {e.base.ref})"
         if e.merged_from is not None:
@@ -228,5 +230,5 @@ def _print_merge(res: MergeResult) -> None:
     )
     for conflict in res.conflicts:
         name = getattr(conflict, "name", None)
-        where = f"{conflict.path}:{name}" if name else conflict.path
+        where = shown(f"{conflict.path}:{name}" if name else conflict.path)
         p(f"  conflict {where}: both changed → {conflict.resolution}", markup=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -18,11 +19,50 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
-from tvc.errors import UsageError
+from tvc.errors import PathError, UsageError
 
 if TYPE_CHECKING:
     from tvc.api import Registry
+
+# Characters that move the cursor, recolour or retitle a terminal, or reorder what it shows:
+# C0 (but tab and newline), DEL, C1, and the bidirectional overrides and isolates.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_OR_BREAK = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
+def shown(value: object, *, lines: bool = False) -> str:
+    """User text as a human may safely see it: control characters as escapes (``\\x1b``,
+    ``\\r``, ``\\u202e``) instead of instructions to the terminal, so a file name or a commit
+    message cannot recolour, rewrite or reorder what is on the screen. Newlines stay only with
+    ``lines`` (messages); in names they would forge lines of output. ``--json`` does not use
+    this: JSON escapes them itself and keeps the text exact.
+    """
+    text = value if isinstance(value, str) else str(value)
+    return (_CONTROL if lines else _CONTROL_OR_BREAK).sub(_escaped, text)
+
+
+def shown_lines(text: str, indent: str) -> str:
+    """A multi-line text (a commit message) with every line after the first indented, so no
+    line of it can pass for a line of tvc's own output."""
+    return shown(text, lines=True).replace("\n", "\n" + indent)
+
+
+class _Console(Console):
+    """A Console for user data: nothing it prints is read as Rich markup or ``:emoji:`` codes
+    (``w[bold].txt`` prints as itself, ``x[/b].txt`` does not crash it), and control
+    characters in any string it renders — table cells included — are escaped. tvc's own
+    styling asks for markup explicitly, with user text passed through ``rich.markup.escape``.
+    """
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(shown(text, lines=True), **kwargs)
+
 
 out: Console
 err: Console
@@ -32,8 +72,8 @@ def reset_consoles() -> None:
     """(Re)build ``out`` and ``err``: a Console reads the terminal and environment when it is
     made, and a child of the helper (:mod:`tvc.cli.daemon`) takes over another process's."""
     global out, err
-    out = Console(highlight=False, soft_wrap=True)
-    err = Console(stderr=True, highlight=False)
+    out = _Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+    err = _Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 
 reset_consoles()
@@ -46,6 +86,10 @@ class State:
 
 state = State()
 
+# Counts and depths the user gives: beyond this they mean "all", and the database cannot take
+# an integer above 2**63 - 1 at all (an OverflowError, before).
+MAX_COUNT = 2**31 - 1
+
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output (stable keys).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
@@ -54,7 +98,16 @@ def open_registry() -> Registry:
     # Imported here: every layer loads with it, and `tvc --help` needs none of them.
     from tvc.api import Registry
 
-    return Registry(state.registry_path)
+    path = state.registry_path
+    if path is None or not os.path.isabs(path):
+        try:
+            os.getcwd()
+        except OSError:
+            raise PathError(
+                "the working directory no longer exists: cd to an existing directory "
+                "(or give -R with an absolute path)"
+            ) from None
+    return Registry(path)
 
 
 def emit_json(obj: Any) -> None:

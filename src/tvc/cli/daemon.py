@@ -6,8 +6,10 @@ helper per key), listens on ``BASE.sock`` and describes itself in ``BASE.json``.
 
 The helper itself never runs a command, opens a registry or starts a thread of its own: each
 command runs in a child forked from the pristine, fully imported process, and a crash or a leak
-dies with its child. The helper's loop is single-threaded: accept, hand over or fork, forward
-signals, reap, report the exit status.
+dies with its child. The helper's loop is single-threaded and never blocks on a client: accept,
+read requests as they arrive, hand over or fork, watch for clients that leave, reap, report the
+exit status. The child becomes the caller's process as far as a forked one can (:func:`_become`)
+and reports its own exit code too, so a client outlives a helper that dies under it.
 
 One *spare* child waits, already warmed up: it ran a few read commands on a private registry
 (``BASE.warm``) with their output discarded. A fresh fork pays for every page it touches
@@ -23,12 +25,15 @@ found a spare from about half to all, and the chain from 2.2-2.5 s to 1.9-2.3 s.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import fcntl
 import gc
 import io
 import json
+import locale
 import os
+import resource
 import selectors
 import shutil
 import signal
@@ -42,6 +47,10 @@ from collections.abc import Callable
 from tvc.cli import launcher
 
 _RECHECK = 30.0  # seconds between checks that the code on disk is still the code loaded
+# A client that connected but has not sent its whole request waits in ``pending`` without
+# holding up anyone else; it is dropped after this long, or when too many wait.
+_PENDING_TIMEOUT = 60.0
+_MAX_PENDING = 64
 
 
 def _preload() -> None:
@@ -73,6 +82,15 @@ def _preload() -> None:
 _SPARE_TRIES = 3  # spares that may die unused before the helper stops making them
 
 
+class _Pending:
+    """A request on its way in: bytes and stdio fds received so far."""
+
+    def __init__(self, since: float) -> None:
+        self.since = since
+        self.buf = bytearray()
+        self.fds: list[int] = []
+
+
 class Helper:
     def __init__(
         self, base: str, listener: socket.socket, idle: float, fingerprint: str, lock_fd: int
@@ -88,6 +106,8 @@ class Helper:
         self.spare_deaths = 0
         self.spare_ran: set[int] = set()  # children that were the spare (for the report)
         self.inbox: dict[socket.socket, bytes] = {}  # partial frames from clients
+        self.pending: dict[socket.socket, _Pending] = {}  # requests still arriving
+        self.cgroup = _cgroup()
         self.stopping = False
         self.sel = selectors.DefaultSelector()
         self.sel.register(listener, selectors.EVENT_READ)
@@ -116,9 +136,14 @@ class Helper:
                 self._fork_spare()
             now = time.monotonic()
             wait = _RECHECK if self.children else max(0.0, self.idle - (now - last_used))
+            if self.pending:
+                oldest = min(p.since for p in self.pending.values())
+                wait = min(wait, max(0.0, oldest + _PENDING_TIMEOUT - now))
             for key, _ in self.sel.select(min(wait, _RECHECK)):
                 if key.fileobj is self.listener and not self.stopping:
                     self._accept()
+                elif key.fileobj in self.pending:
+                    self._from_pending(key.fileobj)
                 elif self.spare is not None and key.fileobj is self.spare[1]:
                     self._from_spare()
                 elif key.fileobj == self.wake_r:
@@ -129,6 +154,9 @@ class Helper:
                     self._from_client(key.fileobj)
             self._reap()
             now = time.monotonic()
+            for conn, p in list(self.pending.items()):
+                if now - p.since >= _PENDING_TIMEOUT or self.stopping:
+                    self._drop_pending(conn)
             if self.children:
                 last_used = now
             elif now - last_used >= self.idle:
@@ -146,29 +174,83 @@ class Helper:
                 os.unlink(self.base + ".sock")
 
     def _accept(self) -> None:
+        """Take a connection and return at once: its request is read as it arrives
+        (:meth:`_from_pending`), so a client that connects and says nothing holds up nobody."""
         try:
             conn, _ = self.listener.accept()
         except OSError:
             return
-        fds: list[int] = []
         try:
-            conn.settimeout(5.0)
             creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
             if struct.unpack("3i", creds)[1] != os.getuid():
-                return  # only this user may run commands as this user
-            head, fds, _, _ = socket.recv_fds(conn, launcher._HEADER.size, 3)
-            if len(head) != launcher._HEADER.size or len(fds) != 3:
+                conn.close()  # only this user may run commands as this user
                 return
-            protocol, size = launcher._HEADER.unpack(head)
-            if protocol != launcher.PROTOCOL or size > launcher.MAX_FRAME:
-                return
-            payload = _recv_exactly(conn, size)
-            if payload is None:
-                return
+            conn.setblocking(False)
+            self.sel.register(conn, selectors.EVENT_READ)
+        except (OSError, ValueError):
+            conn.close()
+            return
+        self.pending[conn] = _Pending(time.monotonic())
+        while len(self.pending) > _MAX_PENDING:
+            self._drop_pending(min(self.pending, key=lambda c: self.pending[c].since))
+
+    def _drop_pending(self, conn: socket.socket) -> None:
+        p = self.pending.pop(conn)
+        for fd in p.fds:
+            os.close(fd)
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(conn)
+        conn.close()
+
+    def _from_pending(self, conn: socket.socket) -> None:
+        """More of a request: the header with the client's three stdio fds, then its body."""
+        p = self.pending[conn]
+        try:
+            data, ancdata, _flags, _ = conn.recvmsg(
+                1 << 16, socket.CMSG_SPACE(4 * struct.calcsize("i")), socket.MSG_CMSG_CLOEXEC
+            )
+        except BlockingIOError:
+            return
+        except OSError:
+            data, ancdata = b"", []
+        for level, kind, cdata in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(cdata[: len(cdata) - len(cdata) % fds.itemsize])
+                p.fds.extend(fds)
+        p.buf += data
+        head = launcher._HEADER.size
+        if not data or len(p.fds) > 3:  # gone, or not a tvc client
+            self._drop_pending(conn)
+            return
+        if len(p.buf) < head:
+            return
+        protocol, size = launcher._HEADER.unpack_from(p.buf)
+        if protocol != launcher.PROTOCOL or size > launcher.MAX_FRAME or len(p.fds) != 3:
+            self._drop_pending(conn)
+            return
+        if len(p.buf) < head + size:
+            return
+        if len(p.buf) > head + size:  # nothing may follow a request before its answer
+            self._drop_pending(conn)
+            return
+        fds, payload = p.fds, bytes(p.buf[head:])
+        p.fds = []
+        self.pending.pop(conn)
+        self.sel.unregister(conn)
+        self._start(conn, fds, payload)
+
+    def _start(self, conn: socket.socket, fds: list[int], payload: bytes) -> None:
+        """Hand a complete request to the spare or a fresh fork, or refuse it by hanging up
+        (the client then runs the command itself)."""
+        try:
             request = _checked(launcher.load(payload))
             if launcher.code_fingerprint(sys.path) != self.fingerprint:
                 self.stopping = True  # stale: the client runs the command itself
                 return
+            if _unlike(request, self.cgroup) is not None:
+                return  # another cgroup, or limits this process cannot take: run cold
+            conn.setblocking(True)  # the child writes to it; the helper only when readable
             pid = self._hand_to_spare(conn, fds, payload)
             if pid is not None:
                 self.spare_ran.add(pid)
@@ -176,7 +258,6 @@ class Helper:
                 pid = os.fork()
                 if pid == 0:
                     self._child(conn, fds, request)  # never returns
-            conn.settimeout(None)
             self.children[pid] = conn
             self.sel.register(conn, selectors.EVENT_READ)
             conn = None  # kept
@@ -248,7 +329,7 @@ class Helper:
                 self.sel.unregister(conn)
             self.inbox.pop(conn, None)
             with contextlib.suppress(OSError):
-                conn.settimeout(1.0)
+                conn.settimeout(1.0)  # the child has ended: its end no longer shares the flag
                 conn.sendall(launcher.frame(report))
             conn.close()
 
@@ -358,6 +439,10 @@ class Helper:
         os.close(self.lock_fd)
         for other in self.children.values():
             other.close()
+        for other, pending in self.pending.items():
+            other.close()
+            for fd in pending.fds:
+                os.close(fd)
         if self.spare is not None:
             self.spare[1].close()
 
@@ -370,16 +455,29 @@ class Helper:
         self._run(conn, fds, request)
 
     def _run(self, conn: socket.socket, fds: list[int], request: dict) -> None:
-        """Become the client's process, run the command, exit."""
+        """Become the client's process, run the command, report its exit code, exit.
+
+        The child keeps its own end of the client's connection and writes its exit code there
+        just before it exits: if the helper is killed meanwhile, the client still learns how
+        the command ended instead of reporting a failure for a command that succeeded.
+        """
         code = 1
+        started = False
         try:
-            conn.sendall(launcher.frame({"pid": os.getpid()}))
-            conn.close()
+            os.set_inheritable(conn.fileno(), False)  # no command's subprocess holds it open
             for target, fd in enumerate(fds):
                 os.dup2(fd, target)
                 os.close(fd)
             fds.clear()
-            _become(request)
+            try:
+                _become(request)
+            except (OSError, ValueError) as exc:  # its directory is gone, a limit refused:
+                # nothing ran, so the client runs the command itself
+                with contextlib.suppress(OSError):
+                    conn.sendall(launcher.frame({"refused": str(exc)}))
+                os._exit(1)
+            conn.sendall(launcher.frame({"pid": os.getpid()}))
+            started = True
             from tvc.cli.main import main
 
             code = main(list(request["argv"]))
@@ -390,9 +488,14 @@ class Helper:
             code = 130
         except BaseException:  # report anything, then leave the child
             with contextlib.suppress(BaseException):
-                sys.stderr.write("tvc: error: in the tvc helper:\n" + traceback.format_exc())
+                sys.stderr.write("tvc: internal error in the tvc helper (TVC_DAEMON=0 avoids it)\n")
+                if os.environ.get("TVC_DEBUG"):
+                    sys.stderr.write(traceback.format_exc())
                 sys.stderr.flush()
         finally:
+            if started:
+                with contextlib.suppress(BaseException):
+                    conn.sendall(launcher.frame({"exit": code, "by": "child"}))
             os._exit(code)
 
 
@@ -422,17 +525,83 @@ def _checked(request: dict) -> dict:
         and isinstance(streams, list)
         and len(streams) == 3
         and all(isinstance(x, list) and len(x) == 2 for x in streams)
+        and isinstance(request.get("cgroup"), str)
+        and isinstance(request.get("rlimits"), dict)
+        and all(
+            isinstance(k, str)
+            and k.startswith("RLIMIT_")
+            and isinstance(v, tuple)
+            and len(v) == 2
+            and all(isinstance(x, int) for x in v)
+            for k, v in request["rlimits"].items()
+        )
+        and isinstance(request.get("nice"), int)
+        and isinstance(request.get("ignored"), list)
+        and all(isinstance(x, int) for x in request["ignored"])
+        and isinstance(request.get("sigmask"), list)
+        and all(isinstance(x, int) for x in request["sigmask"])
     ):
         raise ValueError("malformed request")
     return request
 
 
+def _cgroup() -> str:
+    try:
+        with open("/proc/self/cgroup") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _le(a: int, b: int) -> bool:
+    """Resource limit ``a`` at most ``b`` (RLIM_INFINITY is the largest)."""
+    inf = resource.RLIM_INFINITY
+    return b == inf or (a != inf and a <= b)
+
+
+def _unlike(request: dict, cgroup: str) -> str | None:
+    """Why a child of this helper could not be the client's process, or None.
+
+    A forked child stays in the helper's cgroup and can only lower its limits and raise its
+    nice value: a client in another cgroup (another SLURM job, systemd unit or session), with
+    a higher hard limit or a lower nice value runs its command itself.
+    """
+    if request["cgroup"] != cgroup:
+        return "another cgroup"
+    for name, (_soft, hard) in request["rlimits"].items():
+        which = getattr(resource, name, None)
+        if which is None or not _le(hard, resource.getrlimit(which)[1]):
+            return f"{name} above the helper's"
+    if request["nice"] < os.getpriority(os.PRIO_PROCESS, 0):
+        return "a lower nice value than the helper's"
+    return None
+
+
 def _become(request: dict) -> None:
-    """Take on the client's working directory, environment, umask and stdio encodings."""
+    """Take on the client's working directory, environment, time zone, locale, umask, limits,
+    nice value, signal dispositions and mask, and stdio encodings."""
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    time.tzset()  # TZ: a cold process reads it at start
+    with contextlib.suppress(locale.Error):
+        locale.setlocale(locale.LC_CTYPE, "")
     os.umask(int(request["umask"]))
+    for name, limits in request["rlimits"].items():
+        which = getattr(resource, name)
+        if resource.getrlimit(which) != tuple(limits):
+            resource.setrlimit(which, tuple(limits))
+    if request["nice"] != os.getpriority(os.PRIO_PROCESS, 0):
+        os.setpriority(os.PRIO_PROCESS, 0, request["nice"])
+    ignored = set(request["ignored"])
+    for sig in launcher._INHERITED:
+        if int(sig) in ignored:
+            signal.signal(sig, signal.SIG_IGN)
+        elif sig == signal.SIGINT:
+            signal.signal(sig, signal.default_int_handler)
+        else:
+            signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, request["sigmask"])
     (in_enc, in_err), (out_enc, out_err), (err_enc, err_err) = request["streams"]
     sys.stdin = sys.__stdin__ = _text(0, in_enc, in_err, line=False)
     sys.stdout = sys.__stdout__ = _text(1, out_enc, out_err, line=os.isatty(1))
@@ -546,6 +715,9 @@ def serve(base: str) -> None:
     except BlockingIOError:
         os.close(lock_fd)
         return
+    # Who holds the lock, for `tvc daemon stop`: a helper that was killed leaves its .json.
+    os.ftruncate(lock_fd, 0)
+    os.write(lock_fd, str(os.getpid()).encode())
     listener = None
     try:
         # Taken before importing: code that changes meanwhile fails the first check.

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tvc.cli import common
-from tvc.cli.common import JsonOpt
+from tvc.cli.common import JsonOpt, shown, shown_lines
 from tvc.repo.version import iso
 
 
@@ -17,12 +18,18 @@ def register(app: typer.Typer) -> None:
 
 
 def _decorations(refs: list[tuple[str, str]]) -> str:
-    return ", ".join(n if k == "branch" else f"{k}: {n}" for k, n in refs)
+    return ", ".join(shown(n) if k == "branch" else f"{k}: {shown(n)}" for k, n in refs)
+
+
+def _pairs(d: dict) -> str:
+    return " ".join(f"{shown(k)}={shown(x)}" for k, x in d.items())
 
 
 def log(
     ref: str = typer.Argument(..., help="MODEL or MODEL@REF to start from."),
-    n: int = typer.Option(None, "-n", "--max-count", help="Show at most N versions."),
+    n: int = typer.Option(
+        None, "-n", "--max-count", min=0, max=common.MAX_COUNT, help="Show at most N versions."
+    ),
     json_: bool = JsonOpt,
 ) -> None:
     """History: versions reachable from REF, newest first."""
@@ -41,16 +48,16 @@ def log(
     for v in versions:
         deco = _decorations(decorations[v.id])
         deco = f" ({deco})" if deco else ""
-        common.out.print(f"[bold yellow]{v.ref}[/] {v.short_id}{deco}")
-        common.out.print(f"  {common.when(v.created)}  {v.author}  [{v.state}]", markup=False)
+        common.out.print(f"[bold yellow]{escape(v.ref)}[/] {v.short_id}{escape(deco)}", markup=True)
+        common.out.print(f"  {common.when(v.created)}  {shown(v.author)}  [{shown(v.state)}]")
         extras = []
         if v.params:
-            extras.append("params " + " ".join(f"{k}={x}" for k, x in v.params.items()))
+            extras.append("params " + _pairs(v.params))
         if v.metrics:
-            extras.append("metrics " + " ".join(f"{k}={x}" for k, x in v.metrics.items()))
-        common.out.print(f"  {v.message}", markup=False)
+            extras.append("metrics " + _pairs(v.metrics))
+        common.out.print(f"  {shown_lines(v.message, '  ')}")
         for e in extras:
-            common.out.print(f"  {e}", markup=False)
+            common.out.print(f"  {e}")
         common.out.print("")
 
 
@@ -75,22 +82,22 @@ def show(
         common.emit_json(doc)
         return
     p = common.out.print
-    p(f"[bold yellow]{v.ref}[/]  {v.id}")
+    p(f"[bold yellow]{escape(v.ref)}[/]  {v.id}", markup=True)
     if refs:
-        p(f"refs:     {_decorations(refs)}", markup=False)
-    p(f"author:   {v.author}", markup=False)
+        p(f"refs:     {_decorations(refs)}")
+    p(f"author:   {shown(v.author)}")
     p(f"created:  {iso(v.created)}")
-    p(f"state:    {v.state}")
+    p(f"state:    {shown(v.state)}")
     p(f"parents:  {', '.join(parents) or '-'}")
     if base:
         p(f"base:     {base}")
     p(f"size:     {common.human_bytes(v.size)}")
-    p(f"message:  {v.message}", markup=False)
+    p(f"message:  {shown_lines(v.message, ' ' * 10)}")
     for title, d in (("params", v.params), ("metrics", v.metrics)):
         if d:
-            p(f"{title}:", markup=False)
+            p(f"{title}:")
             for k, x in d.items():
-                p(f"  {k} = {x}", markup=False)
+                p(f"  {shown(k)} = {shown(x)}")
     if v.datasets:
         p("datasets:")
         for k, d in v.datasets.items():
@@ -98,13 +105,14 @@ def show(
             if d.get("digest"):
                 stored = f" (stored as {d['version']})" if d.get("version") else ""
                 desc = f"{d.get('path')} blake3:{str(d['digest'])[:12]}{stored}"
-            p(f"  {k} = {desc}", markup=False)
+            p(f"  {shown(k)} = {shown(desc)}")
     if v.code:
         dirty = " (dirty)" if v.code.get("dirty") else ""
-        p(f"code:     {v.code.get('commit')}{dirty}", markup=False)
+        p(f"code:     {shown(v.code.get('commit'))}{dirty}")
     table = Table("path", "size", "format", "tensors", box=None, pad_edge=False)
     for f in v.files:
-        table.add_row(f.path, common.human_bytes(f.size), f.format, str(tensors[f.path] or ""))
+        size = common.human_bytes(f.size)
+        table.add_row(shown(f.path), size, shown(f.format), str(tensors[f.path] or ""))
     p(table)
 
 
@@ -124,10 +132,10 @@ def ls(
             table = Table("model", "versions", "latest", "branches", "updated", box=None)
             for m in models:
                 table.add_row(
-                    m["model"],
+                    shown(m["model"]),
                     str(m["versions"]),
-                    m["latest"] or "-",
-                    ", ".join(m["branches"]),
+                    shown(m["latest"] or "-"),
+                    ", ".join(shown(b) for b in m["branches"]),
                     common.when(m["updated"]) if m["updated"] else "-",
                 )
             common.out.print(table)
@@ -142,9 +150,9 @@ def ls(
     table = Table("path", "size", "format", "tensors", "blake3", box=None)
     for r in rows:
         table.add_row(
-            r["path"],
+            shown(r["path"]),
             common.human_bytes(r["size"]),
-            r["format"],
+            shown(r["format"]),
             str(r["tensors"] or ""),
             r["digest"][:12],
         )

@@ -8,13 +8,18 @@ receives this process's stdin/stdout/stderr (``SCM_RIGHTS``), working directory,
 umask, so it behaves as this process would; this process forwards signals and exits with the
 child's status.
 
+The helper is opt-in (:func:`setting`: ``TVC_DAEMON=1`` or ``[daemon] enabled = true`` in the
+user's config): a forked child is not the caller's child, so it cannot be in the caller's
+cgroup, and takes the caller's limits and nice value only where the helper can lower itself to
+them (a caller it cannot stand in for runs its command here). Off, this module only reads that
+setting and runs the command in-process.
+
 This module imports only the standard library, and little of it (2 ms), since it runs before
 every command: with the interpreter's own start, a command through the helper costs ≈ 15 ms
 here and ≈ 20 ms in the helper (fork, copy-on-write faults, exit) on top of its work.
 If there is no helper, it runs the command in-process and starts one in the background for the
-next command. ``TVC_DAEMON=0`` turns the helper off; ``tvc daemon stop`` stops it; it exits by
-itself after ``TVC_DAEMON_IDLE`` seconds (default 600) without a command, or when the code it
-loaded changes on disk.
+next command. ``tvc daemon stop`` stops it; it exits by itself after ``TVC_DAEMON_IDLE`` seconds
+(default 600) without a command, or when the code it loaded changes on disk.
 """
 
 from __future__ import annotations
@@ -59,11 +64,55 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _IMPORT_ENV = ("PYTHON", "OPENBLAS_", "OMP_", "MKL_", "NUMPY_", "LD_")
 
 
+_ON = frozenset({"1", "yes", "on", "true"})
+_OFF = frozenset({"0", "no", "off", "false", ""})
+
+
+def config_path() -> str:
+    """The user's tvc settings: ``$XDG_CONFIG_HOME/tvc/config.toml``, else ``~/.config/...``."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "tvc", "config.toml")
+
+
+def setting() -> tuple[bool, str]:
+    """Whether the helper is on, and what decided it (``tvc daemon status`` shows it).
+
+    Off unless asked for: a child forked from the helper starts in the helper's cgroup, under
+    its resource limits and nice value, so under SLURM or systemd a command would run outside
+    its job's limits and accounting. ``TVC_DAEMON`` decides when set (1/yes/on/true, or
+    0/no/off/false; anything else is off), else ``[daemon] enabled = true`` in
+    :func:`config_path`. Never raises: the launcher runs before every command.
+    """
+    if not (sys.platform.startswith("linux") and hasattr(socket, "SCM_RIGHTS")):
+        return False, "not Linux"
+    value = os.environ.get("TVC_DAEMON")
+    if value is not None:
+        word = value.strip().lower()
+        if word in _ON:
+            return True, f"TVC_DAEMON={value}"
+        if word in _OFF:
+            return False, f"TVC_DAEMON={value}"
+        return False, f"TVC_DAEMON={value!r} is neither 1 nor 0"
+    path = config_path()
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False, "off by default; TVC_DAEMON=1 or [daemon] enabled = true in " + path
+    import tomllib  # only when the file exists
+
+    try:
+        on = tomllib.loads(data.decode()).get("daemon", {}).get("enabled", False)
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError) as exc:
+        return False, f"{path} is not valid TOML ({exc})"
+    if not isinstance(on, bool):
+        return False, f"{path}: [daemon] enabled must be true or false"
+    return on, f"[daemon] enabled = {'true' if on else 'false'} in {path}"
+
+
 def enabled() -> bool:
-    """The helper is on unless ``TVC_DAEMON`` says 0/no/off/false, and only where it can work."""
-    if os.environ.get("TVC_DAEMON", "1").strip().lower() in {"0", "no", "off", "false"}:
-        return False
-    return sys.platform.startswith("linux") and hasattr(socket, "SCM_RIGHTS")
+    """The helper is opt-in (:func:`setting`), and only where it can work."""
+    return setting()[0]
 
 
 def runtime_dir(create: bool = True) -> str | None:
@@ -155,7 +204,54 @@ def _stream_info(stream: object) -> list[str | None]:
     return [getattr(stream, "encoding", None), getattr(stream, "errors", None)]
 
 
+# Signals whose disposition a process inherits through exec: an ignored one (nohup's SIGHUP, a
+# background job's SIGINT and SIGQUIT) stays ignored in a cold process, so the child takes the
+# same. SIGPIPE and SIGXFSZ are left out: Python ignores them at start in every process.
+_INHERITED = (
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+    signal.SIGTSTP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+)
+
+
+def _ignored() -> list[int]:
+    return [int(s) for s in _INHERITED if signal.getsignal(s) == signal.SIG_IGN]
+
+
+def _process() -> dict:
+    """What a forked child cannot inherit from this process but must match or take: the
+    cgroup (compared: the helper serves only its own), resource limits and nice value
+    (taken where the helper can lower itself to them, else compared), blocked signals."""
+    import resource  # 0.3 ms
+
+    try:
+        with open("/proc/self/cgroup") as f:
+            cgroup = f.read()
+    except OSError:
+        cgroup = ""
+    limits = {}
+    for name in dir(resource):
+        if name.startswith("RLIMIT_"):
+            limits[name] = resource.getrlimit(getattr(resource, name))
+    return {
+        "cgroup": cgroup,
+        "rlimits": limits,
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "ignored": _ignored(),
+        "sigmask": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
+    }
+
+
 def _request(argv: list[str]) -> bytes:
+    """The command and everything of this process the child takes on; OSError when this
+    process cannot describe itself (a deleted working directory): then it runs here."""
     mask = os.umask(0)
     os.umask(mask)
     return marshal.dumps(
@@ -165,6 +261,7 @@ def _request(argv: list[str]) -> bytes:
             "env": dict(os.environ),
             "umask": mask,
             "streams": [_stream_info(s) for s in (sys.stdin, sys.stdout, sys.stderr)],
+            **_process(),
         }
     )
 
@@ -223,11 +320,14 @@ def run_in_helper(path: str, argv: list[str]) -> int | None:
     None is returned only when the command certainly did not start (no helper, refused, or it
     closed before the child announced itself), so running it here instead never runs it twice.
     """
+    try:
+        payload = _request(argv)
+    except (OSError, ValueError):  # no working directory, or unmarshallable: run it here
+        return None
     sock = _connect(path)
     if sock is None:
         return None
     try:
-        payload = _request(argv)
         try:
             rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("3i", 0, 1, 2))
             sock.sendmsg([_HEADER.pack(PROTOCOL, len(payload))], [rights])
@@ -236,44 +336,86 @@ def run_in_helper(path: str, argv: list[str]) -> int | None:
             return None
         frames = Frames(sock)
         first = frames.next()
-        if first is None or "pid" not in first:
+        if first is None or not isinstance(first.get("pid"), int):
             return None
-        return _wait(sock, frames)
+        return _wait(frames, first["pid"])
     finally:
         sock.close()
 
 
-def _wait(sock: socket.socket, frames: Frames) -> int:
-    """Forward signals to the child until the helper reports how it ended."""
+def _signaller(pid: int) -> Callable[[int], None]:
+    """Send signals to the child itself, not through the helper: they must reach it even when
+    the helper is gone. A pidfd, so a pid reused after the child ended is never hit."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # an old kernel; or it has ended already
+        pidfd = None
 
-    def forward(signum: int, _frame: object) -> None:
+    def send(signum: int) -> None:
         try:
-            sock.sendall(frame({"signal": int(signum)}))
+            if pidfd is not None:
+                signal.pidfd_send_signal(pidfd, signum)
+            else:
+                os.kill(pid, signum)
         except OSError:
             pass
 
+    return send
+
+
+def _wait(frames: Frames, pid: int) -> int:
+    """Forward signals to the child until it ends; its exit status.
+
+    Two ends report: the child itself writes its exit code just before it exits, and the
+    helper, which reaps it, then writes the full status (a signal, resource usage). Without
+    the helper's report (it was killed, or stopped) the child's own is the truth: it ran to
+    its end, and reporting a failure would make a retry commit the same files twice.
+    """
+    send = _signaller(pid)
+    ignored = set(_ignored())
+
+    def forward(signum: int, _frame: object) -> None:
+        send(signum)
+
     def suspend(_signum: int, _frame: object) -> None:
         # Ctrl-Z: stop the child, then this process; continue both on SIGCONT.
-        forward(signal.SIGSTOP, None)
+        send(signal.SIGSTOP)
         signal.signal(signal.SIGTSTP, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTSTP)
         signal.signal(signal.SIGTSTP, suspend)
-        forward(signal.SIGCONT, None)
+        send(signal.SIGCONT)
 
-    for sig in _FORWARDED:
-        signal.signal(sig, forward)
-    signal.signal(signal.SIGTSTP, suspend)
-    end = frames.next()
-    for sig in (*_FORWARDED, signal.SIGTSTP):
-        signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler)
+    # An ignored signal stays ignored here as in the child (nohup: SIGHUP reaches neither).
+    caught = [s for s in (*_FORWARDED, signal.SIGTSTP) if int(s) not in ignored]
+    saved = {s: signal.getsignal(s) for s in caught}
+    for sig in caught:
+        signal.signal(sig, suspend if sig == signal.SIGTSTP else forward)
+    own = end = None
+    while True:
+        msg = frames.next()
+        if msg is None:  # both ends closed
+            break
+        if msg.get("by") == "child":
+            own = msg
+        elif "exit" in msg:
+            end = msg
+            break
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+    end = end or own
     report = os.environ.get("TVC_DAEMON_REPORT")
     if report and end is not None:  # the child's resource usage, for benchmarks and diagnosis
         import json
 
-        with open(report, "a") as f:
-            f.write(json.dumps(end) + "\n")
-    if end is None:
-        sys.stderr.write("tvc: error: the tvc helper process ended during the command\n")
+        try:
+            with open(report, "a") as f:
+                f.write(json.dumps(end) + "\n")
+        except OSError:
+            pass
+    if end is None:  # the child died without a word, and the helper is gone: a signal
+        sys.stderr.write(
+            "tvc: error: the command's process was killed, and the tvc helper with it\n"
+        )
         return 1
     killed = end.get("signal")
     if killed:  # die the way the child did, so shells and CI see the same status
@@ -334,11 +476,14 @@ def live_helpers(directory: str) -> list[dict]:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace")
             try:
                 with open(base + ".json") as f:
                     info = json.load(f)
             except (OSError, ValueError):
-                info = {"pid": None, "socket": base + ".sock"}  # still importing
+                info = {}
+            if str(info.get("pid")) != holder:  # still importing, or a killed one's .json
+                info = {"pid": int(holder) if holder.isdigit() else None, "socket": base + ".sock"}
             info["key"] = os.path.basename(base)
             found.append(info)
         finally:

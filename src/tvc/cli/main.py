@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import sys
 
@@ -9,7 +11,7 @@ import click
 import typer
 
 from tvc.cli import analysis, common, inspect, maintenance, refs, registry_cmds, snapshot
-from tvc.errors import TvcError
+from tvc.errors import ExistsError, PathError, StorageError, TvcError, UsageError
 
 app = typer.Typer(
     name="tvc",
@@ -67,14 +69,78 @@ def command() -> click.Command:
     return _command
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code. Usage errors are Typer's (exit 2), ours are TvcError."""
+def _error(exc: TvcError) -> int:
+    # Plain write: one line, never wrapped to the terminal width, no control characters.
+    sys.stderr.write(f"tvc: error: {common.shown(' '.join(exc.message.split()))}\n")
+    return exc.exit_code
+
+
+# OS errors that are the environment's doing, not a bug: the disk or permissions (exit 10),
+# or a path the user gave that cannot be one (exit 7).
+_STORAGE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+_PATH = {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.ENOENT}
+
+
+def _unexpected(exc: Exception) -> int:
+    """The last resort: an exception no layer turned into a TvcError is still one line.
+
+    The working directory may have been deleted under the command (everything relative to it
+    then fails); an OS error of the disk, of permissions or of a path the user gave is shown
+    as the storage, path or exists error it is; anything else is a bug in tvc, shown as such.
+    ``TVC_DEBUG=1`` adds the traceback of any of them: each is a cause to fix where it arose.
+    """
+    if os.environ.get("TVC_DEBUG", "").strip() not in ("", "0"):
+        import traceback
+
+        traceback.print_exc()
     try:
-        command()(args=argv, prog_name="tvc")
-    except TvcError as exc:
-        # Plain write: one line, never wrapped to the terminal width.
-        sys.stderr.write(f"tvc: error: {' '.join(exc.message.split())}\n")
+        os.getcwd()
+    except OSError:
+        return _error(
+            PathError("the working directory no longer exists: cd to an existing directory")
+        )
+    if isinstance(exc, OSError) and exc.errno in _STORAGE | _PATH | {errno.EEXIST}:
+        where = f": {exc.filename}" if exc.filename else ""
+        kind = StorageError if exc.errno in _STORAGE else PathError
+        if exc.errno == errno.EEXIST:
+            kind = ExistsError
+        return _error(kind(f"{exc.strerror}{where}"))
+    if isinstance(exc, UnicodeEncodeError) and exc.reason == "surrogates not allowed":
+        # Bytes that are not UTF-8 (a name typed in another encoding, a file name on disk)
+        # reached a layer that stores text: a usage error naming them, not a crash.
+        text = exc.object if isinstance(exc.object, str) else ""
+        where = text[max(0, exc.start - 20) : exc.end + 20]
+        return _error(
+            UsageError(f"not UTF-8 text: {where!r} (tvc keeps names and messages as UTF-8)")
+        )
+    if isinstance(exc, ValueError) and "null byte" in str(exc):  # only in-process: no argv has one
+        return _error(PathError("a path cannot contain a NUL byte"))
+    name = type(exc).__name__
+    text = " ".join(str(exc).split())[:300]
+    sys.stderr.write(
+        f"tvc: internal error: {common.shown(name)}: {common.shown(text)} "
+        "(a bug in tvc; TVC_DEBUG=1 shows where)\n"
+    )
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code. Usage errors are Typer's (exit 2), ours are TvcError,
+    and nothing else reaches the user as a traceback."""
+    try:
+        code = command().main(args=argv, prog_name="tvc", standalone_mode=False)
+    except click.ClickException as exc:
+        # Click's usage errors quote what was typed (a file name from a script, say): shown
+        # as Click shows them, control characters escaped.
+        text = io.StringIO()
+        exc.show(file=text)
+        sys.stderr.write(common.shown(text.getvalue(), lines=True))
         return exc.exit_code
+    except click.Abort:
+        sys.stderr.write("tvc: aborted\n")
+        return 1
+    except TvcError as exc:
+        return _error(exc)
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
@@ -82,8 +148,23 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("tvc: interrupted\n")
         return 130
     except BrokenPipeError:
-        return 0
-    return 0
+        # The reader left (`tvc cat … | head`): quiet, and no second complaint when the
+        # interpreter flushes stdout at exit; exit 1 as Typer's own handler gives (the output
+        # is incomplete).
+        _silence_stdout()
+        return 1
+    except Exception as exc:
+        return _unexpected(exc)
+    return code if isinstance(code, int) else 0  # an exit code, or a command's None
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _keep_freed_buffers() -> None:

@@ -88,9 +88,9 @@ def fsck(
         common.emit_json(res)
     else:
         for w in res["warnings"]:
-            common.err.print(f"warning: {w}", markup=False)
+            common.err.print(f"warning: {common.shown(w)}")
         for e in res["errors"]:
-            common.err.print(f"error: {e}", markup=False)
+            common.err.print(f"error: {common.shown(e)}")
         c = res["checked"]
         common.out.print(
             f"checked {c['versions']} versions, {c['manifests']} manifests, {c['chunks']} chunks, "
@@ -212,11 +212,12 @@ def daemon_status(json_: bool = JsonOpt) -> None:
     helpers = launcher.live_helpers(directory)
     for h in helpers:
         h["current"] = h["key"] == current
+    on, why = launcher.setting()
     if json_:
-        common.emit_json({"enabled": launcher.enabled(), "dir": directory, "helpers": helpers})
+        common.emit_json({"enabled": on, "why": why, "dir": directory, "helpers": helpers})
         return
-    state = "on" if launcher.enabled() else "off (TVC_DAEMON=0)"
-    common.out.print(f"helper: {state}; sockets in {directory}")
+    common.out.print(f"helper: {'on' if on else 'off'} ({common.shown(why)})")
+    common.out.print(f"sockets in {common.shown(directory)}")
     for h in helpers:
         mark = " (current)" if h["current"] else ""
         if h.get("failed"):
@@ -233,8 +234,9 @@ def daemon_start() -> None:
     """Start this installation's helper now and wait until it accepts commands."""
     from tvc.cli import launcher
 
-    if not launcher.enabled():
-        raise UsageError("the helper is off here (TVC_DAEMON=0, or not Linux)")
+    on, why = launcher.setting()
+    if not on:
+        raise UsageError(f"the helper is off: {why}")
     path = launcher.start_helper(_runtime_dir())
     if path is None:
         raise TvcError("the helper did not start within 30 s")

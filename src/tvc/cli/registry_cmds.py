@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from tvc.cli import common
-from tvc.cli.common import JsonOpt
+from tvc.cli.common import JsonOpt, shown
 
 if TYPE_CHECKING:
     from tvc.registry import AliasEvent, Lineage, StateEvent
@@ -51,7 +51,8 @@ def _query_errors(fn):
         try:
             return fn(*args, **kwargs)
         except QuerySyntaxError as exc:
-            sys.stderr.write(f"tvc: error: {exc.headline}\n{exc.caret()}\n")
+            caret = "\n".join(shown(line) for line in exc.caret().splitlines())
+            sys.stderr.write(f"tvc: error: {shown(exc.headline)}\n{caret}\n")
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
@@ -62,7 +63,9 @@ def _p(text: str) -> None:
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> None:
-    """Plain aligned columns that never wrap (pipes and narrow terminals alike)."""
+    """Plain aligned columns that never wrap (pipes and narrow terminals alike); cells are user
+    data, their control characters and line breaks escaped."""
+    rows = [[shown(c) for c in r] for r in rows]
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     for r in [headers, *rows]:
         _p("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -95,7 +98,10 @@ def metric(
         )
         return
     if pairs:
-        _p(f"{v.ref} {v.short_id}: " + " ".join(f"{k}={x}" for k, x in v.metrics.items()))
+        _p(
+            f"{v.ref} {v.short_id}: "
+            + " ".join(f"{shown(k)}={shown(x)}" for k, x in v.metrics.items())
+        )
         return
     last: dict[str, Any] = {}
     for e in history:
@@ -113,8 +119,8 @@ def metric(
 def _move_line(e: AliasEvent) -> str:
     flags = [f for f, on in (("rollback", e.rollback), ("forced", e.forced)) if on]
     extra = f" [{', '.join(flags)}]" if flags else ""
-    why = f"  ({e.reason})" if e.reason else ""
-    return f"{e.model}@{e.alias}: {e.old or '-'} → {e.new or '-'}{extra}{why}"
+    why = f"  ({shown(e.reason)})" if e.reason else ""
+    return f"{e.model}@{shown(e.alias)}: {e.old or '-'} → {e.new or '-'}{extra}{why}"
 
 
 @alias_app.command("set")
@@ -135,7 +141,7 @@ def alias_set(
     if json_:
         common.emit_json(e.to_json() if e else {"model": model, "alias": alias, "to": v.ref})
     elif e is None:
-        _p(f"{model}@{alias} already points at {v.ref}")
+        _p(f"{shown(model)}@{shown(alias)} already points at {v.ref}")
     else:
         _p(_move_line(e))
 
@@ -181,7 +187,7 @@ def alias_history(
         common.emit_json([e.to_json() for e in events])
         return
     for e in events:
-        _p(f"{common.when(e.at)}  {e.actor:<16} {_move_line(e)}")
+        _p(f"{common.when(e.at)}  {shown(e.actor):<16} {_move_line(e)}")
 
 
 @alias_app.command("rm")
@@ -197,7 +203,7 @@ def alias_rm(
     if json_:
         common.emit_json(e.to_json())
     else:
-        _p(f"Removed {model}@{alias} (was {e.old})")
+        _p(f"Removed {shown(model)}@{shown(alias)} (was {e.old})")
 
 
 @_query_errors
@@ -220,9 +226,9 @@ def rollback(
 
 # -- lifecycle -------------------------------------------------------------------------------
 def _state_line(e: StateEvent) -> str:
-    forced = f" [forced: {e.overridden}]" if e.forced else ""
-    why = f"  ({e.reason})" if e.reason else ""
-    return f"{e.ref}: {e.old} → {e.new}{forced}{why}"
+    forced = f" [forced: {shown(e.overridden)}]" if e.forced else ""
+    why = f"  ({shown(e.reason)})" if e.reason else ""
+    return f"{e.ref}: {shown(e.old)} → {shown(e.new)}{forced}{why}"
 
 
 @lifecycle_app.command("set")
@@ -241,7 +247,7 @@ def lifecycle_set(
     if json_:
         common.emit_json(e.to_json() if e else {"ref": v.ref, "id": v.id, "to": v.state})
     elif e is None:
-        _p(f"{v.ref} is already {v.state}")
+        _p(f"{v.ref} is already {shown(v.state)}")
     else:
         _p(_state_line(e))
 
@@ -258,7 +264,7 @@ def lifecycle_history(
         common.emit_json([e.to_json() for e in events])
         return
     for e in events:
-        _p(f"{common.when(e.at)}  {e.actor:<16} {_state_line(e)}")
+        _p(f"{common.when(e.at)}  {shown(e.actor):<16} {_state_line(e)}")
 
 
 @lifecycle_app.command("states")
@@ -283,7 +289,7 @@ def lifecycle_states(json_: bool = JsonOpt) -> None:
 # -- search ----------------------------------------------------------------------------------
 def _summary(d: dict[str, Any], n: int = 4) -> str:
     items = list(d.items())
-    text = " ".join(f"{k}={v}" for k, v in items[:n])
+    text = " ".join(f"{shown(k)}={shown(v)}" for k, v in items[:n])
     return text + (" …" if len(items) > n else "")
 
 
@@ -294,7 +300,9 @@ def search(
     order_by: list[str] = typer.Option(
         None, "--order-by", "-o", help="KEY or -KEY (descending), e.g. -metrics.acc."
     ),
-    limit: int = typer.Option(50, "--limit", "-n", help="At most N versions (0: all)."),
+    limit: int = typer.Option(
+        50, "--limit", "-n", min=0, max=common.MAX_COUNT, help="At most N versions (0: all)."
+    ),
     json_: bool = JsonOpt,
 ) -> None:
     """Versions of every model matching QUERY (see README: fields, operators, values)."""
@@ -337,21 +345,24 @@ def _node_label(node: dict[str, Any]) -> str:
     kind = node["kind"]
     if kind == "version":
         msg = node["message"].splitlines()[0] if node["message"] else ""
-        return f"{node['ref']} {node['id'][:12]} [{node['state']}] {msg}".rstrip()
-    if kind == "dataset":
+        label = f"{node['ref']} {node['id'][:12]} [{node['state']}] {msg}".rstrip()
+    elif kind == "dataset":
         if node.get("digest"):
             size = common.human_bytes(node.get("size"))
-            return f"{node.get('path')} blake3:{str(node['digest'])[:12]} ({size})"
-        return f"{node.get('id')}"
-    dirty = " (dirty)" if node.get("dirty") else ""
-    where = " ".join(x for x in (node.get("branch"), node.get("remote")) if x)
-    return f"git {str(node.get('commit'))[:12]}{dirty} {where}".rstrip()
+            label = f"{node.get('path')} blake3:{str(node['digest'])[:12]} ({size})"
+        else:
+            label = f"{node.get('id')}"
+    else:
+        dirty = " (dirty)" if node.get("dirty") else ""
+        where = " ".join(x for x in (node.get("branch"), node.get("remote")) if x)
+        label = f"git {str(node.get('commit'))[:12]}{dirty} {where}".rstrip()
+    return shown(label)
 
 
 def render_lineage(graph: Lineage) -> list[str]:
     """The graph as an indented tree; a version met again is shown once, then referred to."""
     lines = [_node_label(graph.nodes[graph.root])]
-    shown = {graph.root}
+    seen = {graph.root}
     truncated = set(graph.truncated)
 
     def walk(key: str, prefix: str) -> None:
@@ -361,15 +372,15 @@ def render_lineage(graph: Lineage) -> list[str]:
             node = graph.nodes[e["to"]]
             label = e["kind"]
             if e["kind"] == "dataset" or (e["kind"] == "parent" and e["name"] != "first"):
-                label = f"{e['kind']} {e['name']}"
+                label = f"{e['kind']} {shown(e['name'])}"
             if e["kind"] == "dataset" and e.get("record", {}).get("digest"):
                 label += f" ({_node_label({'kind': 'dataset', **e['record']})})"
-            again = node["kind"] == "version" and e["to"] in shown
+            again = node["kind"] == "version" and e["to"] in seen
             more = " …" if e["to"] in truncated else ""
             tail = " (see above)" if again else more
             lines.append(f"{prefix}{'└── ' if last else '├── '}{label}: {_node_label(node)}{tail}")
             if node["kind"] == "version" and not again:
-                shown.add(e["to"])
+                seen.add(e["to"])
                 walk(e["to"], prefix + ("    " if last else "│   "))
 
     walk(graph.root, "")
@@ -378,7 +389,9 @@ def render_lineage(graph: Lineage) -> list[str]:
 
 def lineage(
     ref: str = typer.Argument(..., help="MODEL@REF"),
-    depth: int = typer.Option(None, "--depth", "-d", help="Follow versions N levels deep."),
+    depth: int = typer.Option(
+        None, "--depth", "-d", min=0, max=common.MAX_COUNT, help="Follow versions N levels deep."
+    ),
     json_: bool = JsonOpt,
 ) -> None:
     """What REF was made from: parents, base models (recursively), data sets, code commit."""
@@ -396,7 +409,9 @@ def lineage(
 # -- audit -----------------------------------------------------------------------------------
 def audit(
     model: str = typer.Argument(None, help="Only this model."),
-    n: int = typer.Option(None, "-n", "--max-count", help="At most N entries."),
+    n: int = typer.Option(
+        None, "-n", "--max-count", min=0, max=common.MAX_COUNT, help="At most N entries."
+    ),
     json_: bool = JsonOpt,
 ) -> None:
     """Everything recorded, newest first: alias moves, transitions, metrics, tags, branches."""
@@ -408,13 +423,13 @@ def audit(
     for e in entries:
         when = e["at"][:19].replace("T", " ")
         if e["kind"] == "metrics":
-            what = f"metrics {e['name']}: {_summary(e['to'], 8)}"
+            what = f"metrics {shown(e['name'])}: {_summary(e['to'], 8)}"
         elif e["kind"] == "state":
-            what = f"state {e['name']}: {e['from']} → {e['to']}"
+            what = shown(f"state {e['name']}: {e['from']} → {e['to']}")
         else:
             model_ = e["model"]
-            what = f"{e['kind']} {model_}@{e['name']}: {e['from'] or '-'} → {e['to'] or '-'}"
+            what = shown(f"{e['kind']} {model_}@{e['name']}: {e['from'] or '-'} → {e['to'] or '-'}")
         flags = [f for f in ("rollback", "forced") if e.get(f)]
         extra = f" [{', '.join(flags)}]" if flags else ""
-        why = f"  ({e['reason']})" if e["reason"] else ""
-        _p(f"{when} UTC  {e['actor']:<16} {what}{extra}{why}")
+        why = f"  ({shown(e['reason'])})" if e["reason"] else ""
+        _p(f"{when} UTC  {shown(e['actor']):<16} {what}{extra}{why}")

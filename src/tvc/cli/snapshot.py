@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from pathlib import Path
 
 import typer
 
 from tvc.cli import common
-from tvc.cli.common import JsonOpt, QuietOpt
+from tvc.cli.common import JsonOpt, QuietOpt, shown
+from tvc.errors import ExistsError, PathError
 
 
 def register(app: typer.Typer) -> None:
@@ -31,7 +33,7 @@ def init(
     if json_:
         common.emit_json({"registry": str(reg.dir)})
     elif not (quiet or common.state.quiet):
-        common.out.print(f"Initialized empty tvc registry in {reg.dir}")
+        common.out.print(f"Initialized empty tvc registry in {shown(reg.dir)}")
     reg.close()
 
 
@@ -117,6 +119,17 @@ def checkout(
     Files an earlier checkout wrote that this version lacks are removed; files tvc did not
     write (or that changed since) are kept and named in a warning, or removed with --force.
     """
+    if dest is not None:  # checked here for a clear message (the checkout would stop there)
+        try:
+            is_dir = stat.S_ISDIR(os.stat(dest).st_mode)
+        except FileNotFoundError:
+            is_dir = True  # made by the checkout
+        except OSError as exc:  # too long, a file in the way, a loop, no permission
+            raise PathError(f"destination {str(dest)!r}: {exc.strerror}") from None
+        except ValueError:  # a NUL byte
+            raise PathError(f"destination {str(dest)!r}: not a path") from None
+        if not is_dir:
+            raise ExistsError(f"destination {str(dest)!r} exists and is not a directory")
     with common.open_registry() as reg:
         res = reg.checkout(
             ref, dest, only=path or None, force=force, progress=common.RichProgress(quiet)
@@ -137,15 +150,14 @@ def checkout(
     else:
         where = res[0].parent if len(res) == 1 else res.dest
         common.out.print(
-            f"{version.ref}: {len(res)} file(s) in {where}",
-            markup=False,
+            f"{version.ref}: {len(res)} file(s) in {shown(where)}",
         )
     if res.kept:
-        shown = ", ".join(repr(str(p)) for p in res.kept[:5])
+        listed = ", ".join(shown(repr(str(p))) for p in res.kept[:5])
         more = f" and {len(res.kept) - 5} more" if len(res.kept) > 5 else ""
         sys.stderr.write(
             f"tvc: warning: kept {len(res.kept)} file(s) that are not {version.ref}'s "
-            f"(not written by tvc, or changed since): {shown}{more}; --force removes them\n"
+            f"(not written by tvc, or changed since): {listed}{more}; --force removes them\n"
         )
 
 

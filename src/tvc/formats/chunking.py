@@ -9,7 +9,7 @@ segments are cut by content (FastCDC), so an insertion only disturbs the chunks 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pyfastcdc import FastCDC
@@ -35,25 +35,48 @@ class ChunkSpec:
     itemsize: int
 
 
-def iter_chunks(
-    buf: bytes | bytearray | memoryview, layout: Layout, *, piece_size: int = PIECE_SIZE
-) -> Iterator[ChunkSpec]:
-    """Yield chunk specs that tile ``buf`` (the whole file) exactly, in file order.
+# Opaque segments are read for content-defined chunking in windows of this size, not mapped:
+# a file truncated while it is committed then gives a short read (an error naming it) instead
+# of a SIGBUS that kills the process. FastCDC's cut points depend only on the bytes since the
+# previous cut, so restarting each window at the last certain cut gives the same cuts as one
+# pass over the whole segment.
+CDC_WINDOW = 64 * 1024 * 1024
 
-    ``buf`` must be the file the layout describes; a different length means the file changed
-    after it was parsed, which is reported rather than silently stored under the old layout.
+Reader = Callable[[int, int], bytes]
+
+
+def iter_chunks(
+    src: bytes | bytearray | memoryview | Reader,
+    layout: Layout,
+    *,
+    piece_size: int = PIECE_SIZE,
+    size: int | None = None,
+) -> Iterator[ChunkSpec]:
+    """Yield chunk specs that tile the file exactly, in file order.
+
+    ``src`` is the whole file's bytes, or ``read(offset, length)`` with the file's ``size``.
+    A size other than the layout's means the file changed after it was parsed, which is
+    reported rather than silently stored under the old layout.
     """
     if piece_size <= 0:
         raise ValueError(f"piece_size must be positive, not {piece_size}")
-    # Release our views when the caller stops iterating, so it can close its mmap at once.
-    with memoryview(buf) as whole, whole.cast("B") as view:
-        yield from _cut(view, layout, piece_size)
+    if callable(src):
+        if size is None:
+            raise ValueError("a reader needs the file's size")
+        yield from _cut(src, size, layout, piece_size)
+        return
+    data = bytes(src) if not isinstance(src, bytes) else src
+
+    def read(offset: int, length: int) -> bytes:
+        return data[offset : offset + length]
+
+    yield from _cut(read, len(data), layout, piece_size)
 
 
-def _cut(view: memoryview, layout: Layout, piece_size: int) -> Iterator[ChunkSpec]:
-    if view.nbytes != layout.size:
+def _cut(read: Reader, size: int, layout: Layout, piece_size: int) -> Iterator[ChunkSpec]:
+    if size != layout.size:
         raise FormatError(
-            f"file is {view.nbytes} bytes but was parsed at {layout.size} "
+            f"file is {size} bytes but was parsed at {layout.size} "
             "(did it change while being committed?)"
         )
     cdc: FastCDC | None = None
@@ -72,9 +95,16 @@ def _cut(view: memoryview, layout: Layout, piece_size: int) -> Iterator[ChunkSpe
             continue
         if cdc is None:
             cdc = FastCDC(CDC_AVG, min_size=CDC_MIN, max_size=CDC_MAX)
-        # Collect the cuts before yielding so no view into the caller's buffer (an mmap it may
-        # close) outlives this loop iteration.
-        with view[seg.offset : seg.offset + seg.length] as part:
-            cuts = [(c.offset, c.length) for c in cdc.cut_buf(part)]
-        for off, length in cuts:
-            yield ChunkSpec(seg.offset + off, length, None, 0, None, 0)
+        pos = 0
+        while pos < seg.length:
+            want = min(CDC_WINDOW, seg.length - pos)
+            window = read(seg.offset + pos, want)
+            if len(window) != want:
+                raise FormatError("file changed while being committed (it got shorter)")
+            cuts = [(c.offset, c.length) for c in cdc.cut_buf(window)]
+            last = pos + want >= seg.length
+            if not last and len(cuts) > 1:
+                cuts.pop()  # ended by the window, not by the content: cut again from there
+            for off, length in cuts:
+                yield ChunkSpec(seg.offset + pos + off, length, None, 0, None, 0)
+            pos += sum(length for _off, length in cuts)

@@ -42,6 +42,8 @@ class SearchMixin:
         query.check_states(states)
         if limit is not None and limit < 0:
             raise UsageError(f"--limit must be ≥ 0, got {limit}")
+        if limit is not None and limit > 2**31 - 1:
+            limit = 2**31 - 1  # "all": SQL integers stop there
         keys = [order_by] if isinstance(order_by, str) else list(order_by or [])
         orders = [q.parse_order(k) for k in keys if k.strip()]
         v, mo = s.versions.c, s.models.c

@@ -12,7 +12,6 @@ decoded and verified on worker threads and written at their offsets.
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
 import shutil
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tvc import formats
-from tvc.errors import IntegrityError, PathError, TvcError
+from tvc.errors import FormatError, IntegrityError, PathError, TvcError
 from tvc.repo import paths
 from tvc.repo.manifest import Manifest, TensorEntry
 from tvc.repo.version import FileEntry, Version
@@ -309,40 +308,42 @@ def _store_file(
         paths.unchanged(listed, st.stat, now)
         if now.st_size != layout.size:
             raise PathError(f"{st.path}: file changed while committing; commit it again")
-        # The chunker needs the bytes for CDC (tensors only need offsets): a read-only map.
-        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if layout.size else b""
+        fd = f.fileno()
+        # CDC reads opaque bytes in windows (tensors need only offsets); never a map, which
+        # a file truncated meanwhile would turn into a SIGBUS.
         try:
-            specs = list(formats.iter_chunks(buf, layout))
-            shapes = {t.name: (t.dtype, tuple(t.shape)) for t in layout.tensors}
-            fd = f.fileno()
+            specs = list(
+                formats.iter_chunks(lambda off, n: os.pread(fd, n, off), layout, size=now.st_size)
+            )
+        except FormatError as exc:
+            raise PathError(f"{st.path}: {exc}; commit it again") from exc
+        shapes = {t.name: (t.dtype, tuple(t.shape)) for t in layout.tensors}
 
-            def reader(offset: int, length: int) -> Callable[[], bytes]:
-                def read() -> bytes:  # runs on a worker thread
-                    data = os.pread(fd, length, offset)
-                    if len(data) != length:
-                        raise PathError(f"{st.path}: file changed while committing; commit again")
-                    return data
+        def reader(offset: int, length: int) -> Callable[[], bytes]:
+            def read() -> bytes:  # runs on a worker thread
+                data = os.pread(fd, length, offset)
+                if len(data) != length:
+                    raise PathError(f"{st.path}: file changed while committing; commit again")
+                return data
 
-                return read
+            return read
 
-            def items() -> Iterator[PutItem]:
-                for sp in specs:
-                    base = None
-                    if sp.tensor is not None and sp.tensor in shapes:
-                        dtype, shape = shapes[sp.tensor]
-                        key = (sp.tensor, dtype, shape, sp.piece)
-                        base = own.get(key) or anywhere.get(key)
-                    yield PutItem(reader(sp.offset, sp.length), sp.dtype, sp.itemsize, base)
+        def items() -> Iterator[PutItem]:
+            for sp in specs:
+                base = None
+                if sp.tensor is not None and sp.tensor in shapes:
+                    dtype, shape = shapes[sp.tensor]
+                    key = (sp.tensor, dtype, shape, sp.piece)
+                    base = own.get(key) or anywhere.get(key)
+                yield PutItem(reader(sp.offset, sp.length), sp.dtype, sp.itemsize, base)
 
-            for res in session.put_many(items()):
-                whole.update(res.data)
-                chunk_list.append((res.id, res.raw_len))
-                n_new += res.new
-                progress.advance(res.raw_len)
-            # Rewritten in place while read (same size): stored torn unless caught here.
-            paths.unchanged(listed, now, os.fstat(f.fileno()))
-        finally:
-            del buf
+        for res in session.put_many(items()):
+            whole.update(res.data)
+            chunk_list.append((res.id, res.raw_len))
+            n_new += res.new
+            progress.advance(res.raw_len)
+        # Rewritten in place while read (same size): stored torn unless caught here.
+        paths.unchanged(listed, now, os.fstat(f.fileno()))
     tensors = [
         TensorEntry(t.name, t.dtype, tuple(t.shape), t.offset, t.length) for t in layout.tensors
     ]

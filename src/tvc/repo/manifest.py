@@ -15,7 +15,7 @@ from typing import Any
 
 import zstandard
 
-from tvc.errors import IntegrityError
+from tvc.errors import IntegrityError, UsageError
 from tvc.store import hashing
 
 MANIFEST_VERSION = 1
@@ -135,4 +135,9 @@ class Manifest:
 
 
 def canonical_json(doc: Any) -> bytes:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:  # a name or message that is not valid text
+        bad = exc.object[exc.start : exc.end]
+        raise UsageError(f"text that is not valid UTF-8 ({bad!r}): use UTF-8") from None

@@ -10,13 +10,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tvc.errors import UsageError
+from tvc.errors import UnknownRefError, UsageError
 
 MODEL_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?$")
 REF_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 VERSION_RE = re.compile(r"^v([0-9]+)$")
 ID_PREFIX_RE = re.compile(r"^[0-9a-f]{8,64}$")
 DEFAULT_BRANCH = "main"
+# Version numbers are stored as 64-bit integers: a larger one names nothing (and must not reach
+# the database, which cannot even compare with it).
+MAX_VERSION = 2**63 - 1
 REF_KINDS = ("branch", "tag", "alias")
 
 
@@ -67,6 +70,10 @@ def parse_ref(text: str) -> Ref:
             raise UsageError(f"invalid reference {text!r}: nothing after '@'")
         if not (REF_NAME_RE.match(rev) or VERSION_RE.match(rev)):
             raise UsageError(f"invalid reference {text!r}: bad revision {rev!r}")
+        number = VERSION_RE.match(rev)
+        if number and int(number.group(1)) > MAX_VERSION:
+            check_model_name(model)
+            raise UnknownRefError(f"{model} has no version {rev}")
         explicit = True
     else:
         model, rev, explicit = body, DEFAULT_BRANCH, False

@@ -41,6 +41,7 @@ from tvc.errors import (
     ExistsError,
     IntegrityError,
     NotARegistryError,
+    PathError,
     StorageError,
     UnknownRefError,
     UsageError,
@@ -144,7 +145,10 @@ def find_root(start: str | os.PathLike[str] | None = None) -> Path:
     env = os.environ.get("TVC_DIR")
     if start is None and env:
         start = env
-    here = Path(start or os.getcwd()).absolute()
+    try:
+        here = Path(start or os.getcwd()).absolute()
+    except FileNotFoundError:
+        raise PathError("the working directory no longer exists (cd somewhere)") from None
     if here.name == REGISTRY_DIR and (here / "config.toml").is_file():
         return here.parent
     if start is not None:

@@ -14,7 +14,14 @@ from contextlib import contextmanager
 
 import sqlalchemy as sa
 
-from tvc.errors import ConflictError, IntegrityError, LockTimeoutError, StorageError, TvcError
+from tvc.errors import (
+    ConflictError,
+    IntegrityError,
+    LockTimeoutError,
+    StorageError,
+    TvcError,
+    UsageError,
+)
 
 metadata = sa.MetaData()
 
@@ -137,3 +144,7 @@ def db_errors(where: str) -> Iterator[None]:
         raise damaged(exc, where) from exc
     except json.JSONDecodeError as exc:  # a JSON column that does not parse: a damaged row
         raise damaged(exc, where) from exc
+    except UnicodeEncodeError as exc:  # a name or reason that is not valid text
+        raise UsageError(
+            f"text that is not valid UTF-8 ({exc.object[exc.start : exc.end]!r}): use UTF-8"
+        ) from exc
