@@ -542,6 +542,11 @@ def stop_helpers(directory: str, timeout: float = 30.0) -> list[dict]:
 def run() -> None:  # pragma: no cover - exercised through subprocesses in tests/cli/test_daemon.py
     """The console script."""
     argv = sys.argv[1:]
+    if argv == ["--version"]:  # what scripts probe first: no need for Typer, Rich or anything
+        from tvc import __version__
+
+        sys.stdout.write(f"tvc {__version__}\n")
+        return
     if enabled() and argv[:1] != ["daemon"]:
         directory = runtime_dir()
         if directory is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tvc.errors import UnknownRefError, UsageError
 from tvc.registry import provenance
@@ -28,9 +28,20 @@ from tvc.registry.query import QuerySyntaxError
 from tvc.registry.removal import RemovalMixin
 from tvc.registry.search import SearchMixin
 from tvc.repo import names, paths
-from tvc.repo.reader import VersionReader
 from tvc.repo.repository import CommitResult, Progress, Repository
 from tvc.repo.version import Version
+
+if TYPE_CHECKING:
+    from tvc.repo.reader import VersionReader
+
+
+def __getattr__(name: str) -> Any:
+    """``VersionReader`` loads on first use: it needs numpy, which ``log`` and ``ls`` do not."""
+    if name == "VersionReader":
+        from tvc.repo.reader import VersionReader
+
+        return VersionReader
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ModelRegistry(
@@ -54,6 +65,8 @@ class ModelRegistry(
 
     def open(self, ref: str) -> VersionReader:
         """A reader over one version: ``.files``, ``.read(path)``, ``.tensor(name)``."""
+        from tvc.repo.reader import VersionReader  # numpy: only for reading tensors
+
         return VersionReader(self, self.resolve(ref))
 
     def commit(

@@ -110,19 +110,32 @@ def current_revision(engine: sa.Engine) -> str | None:
     every CLI start, and it is only needed when there is something to migrate."""
     try:
         with engine.connect() as conn:
-            if not sa.inspect(conn).has_table("alembic_version"):
-                return None
+            # One query (a command's only schema check): a missing table is the error below.
             return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-    except sa.exc.OperationalError as exc:
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
+        if _no_table(exc):
+            return None
+        if isinstance(exc, sa.exc.ProgrammingError):
+            raise damaged(exc, str(engine.url)) from exc
         raise StorageError(f"cannot open the metadata DB: {exc.orig}") from exc
     except sa.exc.DatabaseError as exc:
         raise damaged(exc, str(engine.url)) from exc
 
 
-def migrate(engine: sa.Engine) -> None:
-    """Bring the schema to ``SCHEMA_HEAD`` (a no-op when it is there already)."""
+def _no_table(exc: sa.exc.DBAPIError) -> bool:
+    """Whether the query failed only because ``alembic_version`` does not exist (SQLite says
+    "no such table", PostgreSQL raises UndefinedTable)."""
+    text = str(exc.orig)
+    undefined = type(exc.orig).__name__ == "UndefinedTable"
+    return "alembic_version" in text and ("no such table" in text or undefined)
+
+
+def migrate(engine: sa.Engine, rev: str | bool | None = False) -> None:
+    """Bring the schema to ``SCHEMA_HEAD`` (a no-op when it is there already); ``rev``: the
+    revision the caller just read with :func:`current_revision` (not read again)."""
     try:
-        rev = current_revision(engine)
+        if rev is False:
+            rev = current_revision(engine)
         if rev == SCHEMA_HEAD:
             return
         if rev is not None and rev > SCHEMA_HEAD:

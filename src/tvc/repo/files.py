@@ -18,15 +18,17 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from tvc import formats
 from tvc.errors import FormatError, IntegrityError, PathError, TvcError
 from tvc.repo import paths
 from tvc.repo.manifest import Manifest, TensorEntry
 from tvc.repo.version import FileEntry, Version
 from tvc.store import durable, hashing
 from tvc.store.chunkstore import ChunkInfo, ChunkStore, PutItem, WriteSession, ordered_map
+
+if TYPE_CHECKING:
+    from tvc import formats
 
 
 class Progress(Protocol):
@@ -118,6 +120,8 @@ class _ByDescriptor:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def parse(self, fd: int, shown: str, parse: bool, allow_unsafe_pickle: bool) -> formats.Layout:
+        from tvc import formats  # the parsers (numpy among them): only a commit needs them
+
         if self.dir is None:
             return formats.parse_file(shown, parse=parse, allow_unsafe_pickle=allow_unsafe_pickle)
         if self.slot < 0:
@@ -223,6 +227,8 @@ def _store_small(
     opener: paths.Opener,
 ) -> list[tuple[Manifest, int, int]]:
     """Store a batch of small files (see ``SMALL_FILE``), with the checks of :func:`_store_file`."""
+    from tvc import formats
+
     read: list[tuple[Staged, bytes, list[PutItem]]] = []
     for st in batch:
         layout = st.layout
@@ -296,6 +302,8 @@ def _read_exactly(fd: int, size: int, where: Path) -> bytes:
 def _store_file(
     st: Staged, pieces: Pieces, session: WriteSession, progress: Progress, opener: paths.Opener
 ) -> tuple[Manifest, int, int]:
+    from tvc import formats
+
     layout = st.layout
     own = pieces.get(st.rel, {})
     anywhere = pieces.get("", {})

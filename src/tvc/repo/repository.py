@@ -213,7 +213,7 @@ class Repository:
                     f"{self.dir} needs a schema upgrade ({rev} → {db.SCHEMA_HEAD}), which needs "
                     "write access: run any tvc command there as a user who can write to it"
                 )
-            db.migrate(self.engine)
+            db.migrate(self.engine, rev)
         self.store = ChunkStore(backend, self.engine, self.dir / "tmp")
         self.meta = Metadata(self.engine, backend, where)
         self._manifest_cache: dict[str, Manifest] = {}

@@ -28,13 +28,12 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import numpy as np
 import sqlalchemy as sa
 
 from tvc.errors import IntegrityError, StorageError
-from tvc.store import codecs, hashing, index
+from tvc.store import hashing, index
 from tvc.store.backends.base import Backend, NotFound
 from tvc.store.packs import (
     ENTRY,
@@ -52,6 +51,11 @@ MAX_DELTA_DEPTH = 4
 PACK_TARGET = 64 * 1024 * 1024
 # An upload lease lasts this long and is renewed at a third of it while the session runs.
 LEASE_SECONDS = 600.0
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from tvc.store import codecs
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -264,6 +268,8 @@ class ChunkStore:
         payload = memoryview(blob)[ENTRY.size :]
         base = self.read(info.base, None, known, verify=False) if info.base else None
         try:
+            from tvc.store import codecs  # numpy and zstd: loaded by the first read, not by `log`
+
             raw = codecs.decode(info.codec, payload, info.raw_len, base=base, out=out)
         except IntegrityError as exc:
             raise IntegrityError(f"chunk {cid} in {info.pack}: {exc}") from exc
@@ -434,6 +440,8 @@ class WriteSession:
         cid = item.id or hashing.digest(data)
         if self._known(cid):
             return _Prepared(cid, len(data), None, data)
+        from tvc.store import codecs
+
         key = self._keyframe(item.base) if item.base and item.base != cid else None
         if key is not None and key.raw_len != len(data):
             key = None
@@ -482,6 +490,8 @@ class WriteSession:
         returns its id. Records are objects like chunks: deduplicated by id, verified on read."""
         rid = hashing.digest(data)
         if not self._known(rid):
+            from tvc.store import codecs
+
             codec, payload, plain_len = codecs.encode_measured(data)
             self._land(
                 _Prepared(rid, len(data), payload, None, int(codec), None, 0, plain_len, kind)
