@@ -52,6 +52,7 @@ FILE = "model.safetensors"  # the name every version has inside every tool's rep
 
 sys.path.insert(0, str(HERE))
 import corpus  # noqa: E402
+import small_bench  # noqa: E402
 
 ALL_TOOLS = ("tvc", "tvc-api", "git-lfs", "dvc", "borg", "restic", "zipnn")
 PEERS = ALL_TOOLS[2:]
@@ -1152,6 +1153,11 @@ def report(res: dict[str, Any]) -> str:
         out.append(table(["tool", "start s", "RSS MB", "command"], rows))
         out.append("")
 
+    if res.get("cold_start"):
+        out += small_bench.report_cold_start(res["cold_start"])
+    if res.get("small_files"):
+        out += small_bench.report_small_files(res["small_files"])
+
     # --- single file
     if res.get("single"):
         out.append("## Single-file compression (ratio = compressed / original, lower is better)")
@@ -1376,6 +1382,9 @@ def main() -> None:
     ap.add_argument("--only", default=",".join(ALL_TOOLS), help="tools, e.g. tvc,borg")
     ap.add_argument("--no-single", action="store_true", help="skip single-file compression")
     ap.add_argument(
+        "--small-files", type=int, default=100_000, help="N x 1 KB section (0: skip; default 1e5)"
+    )
+    ap.add_argument(
         "--zipnn-worker", nargs=4, metavar=("OP", "DTYPE", "SRC", "DST"), help=argparse.SUPPRESS
     )
     args = ap.parse_args()
@@ -1436,6 +1445,10 @@ def main() -> None:
     res["corpus"] = [i.__dict__ for i in items]
     res["chains"] = bench_chains(chains, tools)
     res["startup"] = bench_startup(tools, 5)
+    if "tvc" in tools:
+        res["cold_start"] = small_bench.bench_cold_start(7, log=log)
+        if args.small_files:
+            res["small_files"] = small_bench.bench_small_files(args.small_files, log=log)
     res["single"] = [] if args.no_single else bench_single(items, max(args.runs, 3), tools)
     res["search"] = bench_search(tools)
     res["locks"] = bench_locks(items, tools)
