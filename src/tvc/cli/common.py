@@ -11,19 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.text import Text
 
 from tvc.errors import PathError, UsageError
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from tvc.api import Registry
 
 # Characters that move the cursor, recolour or retitle a terminal, or reorder what it shows:
@@ -168,6 +162,16 @@ class RichProgress:
     def start(self, description: str, total: int) -> None:
         if not self.enabled:
             return
+        # Loaded only for a bar on a terminal (rich.progress brings rich.table and more).
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self._p = Progress(
             TextColumn("{task.description}"),
             BarColumn(),

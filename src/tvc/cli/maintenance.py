@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from tvc.cli import common
 from tvc.cli.common import JsonOpt, QuietOpt, human_bytes
@@ -31,6 +30,8 @@ def stats(json_: bool = JsonOpt) -> None:
         common.emit_json(st)
         return
     p = common.out.print
+    from rich.table import Table
+
     table = Table(
         "model",
         "versions",

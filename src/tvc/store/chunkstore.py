@@ -51,6 +51,9 @@ MAX_DELTA_DEPTH = 4
 PACK_TARGET = 64 * 1024 * 1024
 # An upload lease lasts this long and is renewed at a third of it while the session runs.
 LEASE_SECONDS = 600.0
+# What the caller's thread hands the pack thread at once (entries, payload bytes).
+BATCH_ENTRIES = 256
+BATCH_BYTES = 4 << 20
 
 if TYPE_CHECKING:
     import numpy as np
@@ -348,6 +351,10 @@ class WriteSession:
         self.packs: list[tuple[str, int, list[PackEntry]]] = []  # (object name, size, entries)
         self._writer: PackWriter | None = None  # owned by the pack thread
         self._queue: queue.Queue = queue.Queue(maxsize=8)
+        # Entries go to the pack thread in batches: a hand-over per 1 KB chunk (a lock and a
+        # thread switch) cost more than writing it.
+        self._batch: list[_Prepared] = []
+        self._batch_bytes = 0
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._discard = False
@@ -508,36 +515,45 @@ class WriteSession:
             self._thread = threading.Thread(target=self._pack_loop, name="tvc-pack", daemon=True)
             self._thread.start()
         self.pending[p.id] = len(p.payload)
-        self._queue.put(p)
+        self._batch.append(p)
+        self._batch_bytes += len(p.payload)
+        if len(self._batch) >= BATCH_ENTRIES or self._batch_bytes >= BATCH_BYTES:
+            self._send()
         delta = p.base is not None
         return PutResult(p.id, p.raw_len, len(p.payload), new=True, delta=delta, data=p.data)
+
+    def _send(self) -> None:
+        if self._batch:
+            batch, self._batch, self._batch_bytes = self._batch, [], 0
+            self._queue.put(batch)
 
     # -- the pack thread -------------------------------------------------------------------
     def _pack_loop(self) -> None:
         while True:
-            job = self._queue.get()
+            batch = self._queue.get()
             try:
-                if job is None:
+                if batch is None:
                     return
                 if self._error is not None or self._discard:
                     continue
-                if job == "flush":
+                if batch == "flush":
                     self._finish_pack()
                     continue
-                if self._writer is None:
-                    self._writer = PackWriter(self.store.staging)
-                self._writer.add(
-                    job.id,
-                    job.payload,
-                    job.raw_len,
-                    job.codec,
-                    job.base,
-                    job.depth,
-                    job.plain_len,
-                    job.kind,
-                )
-                if self._writer.size >= PACK_TARGET:
-                    self._finish_pack()
+                for job in batch:
+                    if self._writer is None:
+                        self._writer = PackWriter(self.store.staging)
+                    self._writer.add(
+                        job.id,
+                        job.payload,
+                        job.raw_len,
+                        job.codec,
+                        job.base,
+                        job.depth,
+                        job.plain_len,
+                        job.kind,
+                    )
+                    if self._writer.size >= PACK_TARGET:
+                        self._finish_pack()
             except BaseException as exc:  # handed to the caller's thread at the next call
                 self._error = exc
             finally:
@@ -585,6 +601,7 @@ class WriteSession:
     def flush(self) -> None:
         """Wait until every queued chunk is in a durable pack in the backend (still unindexed)."""
         if self._thread is not None:
+            self._send()
             self._queue.put("flush")
             self._stop()
         self._raise_pack_error()
@@ -662,6 +679,7 @@ class WriteSession:
     def abort(self) -> None:
         """Remove what this session wrote: its packs were never indexed, so nothing uses them."""
         self._discard = True
+        self._batch, self._batch_bytes = [], 0
         self._stop()
         if self._writer is not None:
             self._writer.discard()
