@@ -616,7 +616,8 @@ class _Staging:
 
     def _write_record(self, record: dict[str, Any]) -> None:
         """Write the record beside the staged files and rename it over DEST's (the last step)."""
-        body = json.dumps(record, indent=1, sort_keys=True).encode()
+        # Compact: json's C encoder (with an indent it is pure Python, 2 s for 100,000 files).
+        body = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
         fd = os.open(
             "record",
             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
