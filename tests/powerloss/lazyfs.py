@@ -78,7 +78,17 @@ def _err(code: int) -> OSError:
 class Inode:
     """A file or a directory, with its live state and its durable state."""
 
-    __slots__ = ("dentries", "durable", "entries", "kind", "live", "mode", "mtime", "nlink", "opens")
+    __slots__ = (
+        "dentries",
+        "durable",
+        "entries",
+        "kind",
+        "live",
+        "mode",
+        "mtime",
+        "nlink",
+        "opens",
+    )
 
     def __init__(self, kind: str, mode: int) -> None:
         self.kind = kind  # "file" | "dir"
@@ -407,6 +417,8 @@ def _remove(path: Path) -> None:
 # -- the FUSE side ----------------------------------------------------------------------------
 def _operations(state: LazyState, lock: threading.Lock):
     """mfusepy Operations over ``state``; every call runs under ``lock`` (power-off takes it)."""
+    # libfuse 3 even where libfuse 2 is installed too (mfusepy would take 2 first)
+    os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
     import mfusepy
 
     def locked(fn):
