@@ -13,6 +13,7 @@ new commit works.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -26,10 +27,8 @@ import pytest
 import tvc
 
 from powerloss import lazyfs, workloads
-from repo_helpers import make_model_dir
 
 ROUNDS = 7  # per scenario: 3 scenarios -> 21 power losses (and 7 more once rebuild exists)
-DIRS = 4
 SEED = int(os.environ.get("TVC_POWERLOSS_SEED", "20261130"))
 MODEL = os.environ.get("TVC_POWERLOSS_MODEL", "journal")
 
@@ -57,23 +56,26 @@ class Acks:
 
 
 @pytest.fixture(scope="module")
-def model_dirs(tmp_path_factory):
-    """Input folders: one base, each fine-tuning two other layers (dedup and delta paths)."""
+def inputs(tmp_path_factory):
+    """Seed -> the bytes of the folder ``workloads.make_input`` makes for it, made once."""
     root = tmp_path_factory.mktemp("inputs")
-    dirs, originals = [], {}
-    for k in range(DIRS):
-        d = root / f"in{k}"
-        make_model_dir(d, seed=7, n_layers=6, width=256, changed=(k, (k + 2) % 6))
-        dirs.append(d)
-        originals[k] = {p.name: p.read_bytes() for p in sorted(d.iterdir())}
-    return dirs, originals
+
+    @functools.cache
+    def files(seed: int) -> dict[str, bytes]:
+        d = workloads.make_input(root / f"in{seed}", seed)
+        return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+    files.root = root
+    return files
 
 
-def run_round(scenario: str, disk: Path, mnt: Path, dirs, rng: random.Random, acks: Acks) -> None:
-    """One power loss in the middle of ``scenario``."""
+def run_round(
+    scenario: str, disk: Path, mnt: Path, scratch: Path, first: int, delay: float, acks: Acks
+) -> None:
+    """One power loss ``delay`` seconds into ``scenario``."""
     with lazyfs.mounted(disk, mnt, MODEL) as fs:
         child = subprocess.Popen(
-            [sys.executable, workloads.__file__, scenario, str(mnt / "reg"), *map(str, dirs)],
+            [sys.executable, workloads.__file__, scenario, mnt / "reg", scratch, str(first)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             preexec_fn=lazyfs._die_with_parent,
@@ -82,7 +84,6 @@ def run_round(scenario: str, disk: Path, mnt: Path, dirs, rng: random.Random, ac
             # cut the power only once the child is past its imports: inside the scenario
             ready = child.stdout.readline()
             assert ready.strip() == b"READY", child.communicate()[1].decode() + fs.messages()
-            delay = rng.uniform(0.05, 1.5)
             try:
                 child.wait(delay)
             except subprocess.TimeoutExpired:
@@ -96,41 +97,42 @@ def run_round(scenario: str, disk: Path, mnt: Path, dirs, rng: random.Random, ac
     acks.feed(out)
 
 
-def check(reg_dir: Path, acks: Acks, dirs, originals, k_new: int, where: str) -> None:
+def check(reg_dir: Path, acks: Acks, inputs, new_seed: int, where: str) -> None:
     """The disk as found after the power cut, opened as a registry."""
     with tvc.Registry(reg_dir) as reg:
         report = reg.fsck(read_data=True)
         assert report["ok"], f"{where}: fsck: {report['errors'][:4]}"
-        for vid, k in acks.versions.items():
+        for vid, seed in acks.versions.items():
             version = reg.version(vid)
-            for name, data in originals[k].items():
+            for name, data in inputs(seed).items():
                 assert reg.read(version, name) == data, f"{where}: {version.ref}:{name}"
         for (model, alias), (acked, moving) in acks.aliases.items():
             now = {a["alias"]: a["id"] for a in reg.aliases(model)}.get(alias)
             assert now in {acked, *moving}, f"{where}: {model}@{alias} is {now}, acked {acked}"
             acks.aliases[(model, alias)] = (now, set())  # a move in flight may have landed
-        v = reg.commit(workloads.MODEL, [dirs[k_new]], "after the power cut").version
-        acks.versions[v.id] = k_new
+        inputs(new_seed)
+        v = reg.commit(workloads.MODEL, [inputs.root / f"in{new_seed}"], "after the cut").version
+        acks.versions[v.id] = new_seed
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", sorted(workloads.SCENARIOS))
-def test_power_loss_keeps_every_acknowledged_version(scenario, tmp_path, model_dirs):
-    dirs, originals = model_dirs
+def test_power_loss_keeps_every_acknowledged_version(scenario, tmp_path, inputs):
     if scenario == "rebuild":
         with tvc.Registry.init(tmp_path / "probe") as probe:
             if workloads.rebuild_index(probe) is None:
                 pytest.skip("tvc fsck --rebuild-index does not exist yet")
     lazyfs.fusermount()  # a clear failure when fuse3 is missing
-    disk, mnt = tmp_path / "disk", tmp_path / "mnt"
+    disk, mnt, scratch = tmp_path / "disk", tmp_path / "mnt", tmp_path / "scratch"
     disk.mkdir()
     tvc.Registry.init(disk / "reg").close()
     rng = random.Random(f"{SEED}-{scenario}")
     acks = Acks()
     for rnd in range(ROUNDS):
-        where = f"{scenario} round {rnd} (model {MODEL}, seed {SEED})"
-        run_round(scenario, disk, mnt, dirs, rng, acks)
-        check(disk / "reg", acks, dirs, originals, rnd % DIRS, where)
+        delay = rng.uniform(0.05, 1.5)
+        where = f"{scenario} round {rnd}, {delay:.2f} s in (model {MODEL}, seed {SEED})"
+        run_round(scenario, disk, mnt, scratch, rnd * 1000, delay, acks)
+        check(disk / "reg", acks, inputs, rnd * 1000 + 999, where)
     assert acks.lines > ROUNDS, "the children should get operations through"
 
 
@@ -179,16 +181,14 @@ def once_then_power_off(tmp_path: Path, model: str, op: str, *paths: Path) -> li
 
 
 @pytest.mark.parametrize("model", ["journal", pytest.param("posix", marks=NEW_DIRS_NOT_SYNCED)])
-def test_a_first_commit_survives_the_power_cut(model, tmp_path, model_dirs):
-    dirs, originals = model_dirs
+def test_a_first_commit_survives_the_power_cut(model, tmp_path, inputs):
     tvc.Registry.init(tmp_path / "disk" / "reg").close()
-    (vid,) = once_then_power_off(tmp_path, model, "commit", dirs[0])
-    acks = Acks(versions={vid: 0})
-    check(tmp_path / "disk" / "reg", acks, dirs, originals, 1, f"first commit ({model})")
+    inputs(0)
+    (vid,) = once_then_power_off(tmp_path, model, "commit", inputs.root / "in0")
+    check(tmp_path / "disk" / "reg", Acks(versions={vid: 0}), inputs, 1, f"commit ({model})")
 
 
 @pytest.mark.parametrize("model", ["journal", pytest.param("posix", marks=INIT_NOT_SYNCED)])
-def test_an_initialized_registry_survives_the_power_cut(model, tmp_path, model_dirs):
-    dirs, originals = model_dirs
+def test_an_initialized_registry_survives_the_power_cut(model, tmp_path, inputs):
     once_then_power_off(tmp_path, model, "init")
-    check(tmp_path / "disk" / "reg", Acks(), dirs, originals, 0, f"init ({model})")
+    check(tmp_path / "disk" / "reg", Acks(), inputs, 0, f"init ({model})")
