@@ -43,7 +43,9 @@ advisory locks (``fcntl``) and ``flock`` are not implemented here, so the kernel
 itself, as on a local disk. No ``locking_mode=EXCLUSIVE`` is needed.
 
 Not supported (tvc does not use them): hard links, symlinks, special files, xattrs,
-``renameat2`` flags.
+``renameat2`` flags, and ``fstat`` of a file unlinked while open (libfuse's high-level API,
+with ``hard_remove``, answers ESTALE; reads, writes, truncates and fsyncs through the handle
+work).
 
 Run as a program (``python lazyfs.py [--model posix|journal] BACKING MOUNTPOINT``) it mounts in
 the foreground, prints ``READY`` once the kernel has mounted it and powers off on the line
@@ -56,6 +58,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import os
 import shutil
 import signal
@@ -221,12 +224,14 @@ class LazyState:
         self.inodes[dino].mtime = time.time_ns()
         return ino
 
-    def create(self, path: str, mode: int) -> int:
+    def create(self, path: str, mode: int, flags: int = 0) -> int:
         dino, name = self._parent(path)
         if name in self.inodes[dino].entries:
             ino = self.inodes[dino].entries[name]
             if self.inodes[ino].kind == "dir":
                 raise _err(errno.EISDIR)
+            if flags & os.O_TRUNC:
+                self._truncate(ino, 0)
         else:
             ino = self._new("file", stat.S_IFREG | (mode & 0o7777))
             self._link(dino, name, ino)
@@ -422,11 +427,11 @@ def _operations(state: LazyState, lock: threading.Lock):
     import mfusepy
 
     def locked(fn):
+        @functools.wraps(fn)  # mfusepy reads some signatures (create: with or without flags)
         def wrapper(self, *args):
             with lock:
                 return fn(self, *args)
 
-        wrapper.__name__ = fn.__name__
         return wrapper
 
     class Ops(mfusepy.Operations):
@@ -456,8 +461,8 @@ def _operations(state: LazyState, lock: threading.Lock):
             return 0
 
         @locked
-        def create(self, path, mode, flags=0):
-            return state.create(path, mode)
+        def create(self, path, mode, flags):
+            return state.create(path, mode, flags)
 
         @locked
         def open(self, path, flags):
@@ -549,6 +554,11 @@ def _operations(state: LazyState, lock: threading.Lock):
         def rename_fuse_3(self, old, new, flags):
             # mfusepy drops renameat2's flags; refuse them rather than ignore NOREPLACE
             return -errno.EINVAL if flags else self.rename_fuse_2(old, new)
+
+        def truncate_fuse_3(self, path, length, fip):
+            # mfusepy drops the handle: an ftruncate of an unlinked open file has no path
+            fh = fip.contents.fh if fip else None
+            return self.operations.truncate(path and path.decode(), length, fh)
 
     return Ops(), Fuse
 

@@ -87,6 +87,30 @@ def test_posix_rename_needs_both_directories_synced(disk, tmp_path):
     assert not (disk / "a" / "f.tmp").exists()  # never durable
 
 
+def test_an_unlinked_open_file_and_truncating_opens(disk, tmp_path):
+    mnt = tmp_path / "mnt"
+    with lazyfs.mounted(disk, mnt, "posix"):
+        write(mnt / "t", b"long content", sync=True)
+        fsync_path(mnt)
+        with open(mnt / "t", "wb") as f:  # O_TRUNC, then O_APPEND writes
+            f.write(b"short")
+        with open(mnt / "t", "ab") as f:
+            f.write(b"+tail")
+        assert (mnt / "t").read_bytes() == b"short+tail"
+        fd = os.open(mnt / "gone", os.O_RDWR | os.O_CREAT)
+        try:
+            os.write(fd, b"still readable")
+            os.unlink(mnt / "gone")
+            os.ftruncate(fd, 5)
+            assert os.pread(fd, 100, 0) == b"still"
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_path(mnt)
+    assert sorted(p.name for p in disk.iterdir()) == ["t"]
+    assert (disk / "t").read_bytes() == b"long content"  # the rewrite was never synced
+
+
 def test_journal_commits_every_name_at_any_fsync(disk, tmp_path):
     mnt = tmp_path / "mnt"
     with lazyfs.mounted(disk, mnt, "journal"):
