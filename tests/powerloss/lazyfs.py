@@ -243,6 +243,12 @@ class LazyState:
             self._truncate(ino, 0)
         return self._open_ino(ino)
 
+    def opendir(self, path: str) -> int:
+        ino = self.lookup(path)
+        if self.inodes[ino].kind != "dir":
+            raise _err(errno.ENOTDIR)
+        return self._open_ino(ino)
+
     def _open_ino(self, ino: int) -> int:
         fh = self.next_fh
         self.next_fh += 1
@@ -450,10 +456,7 @@ def _operations(state: LazyState, lock: threading.Lock):
 
         @locked
         def opendir(self, path):
-            ino = state.lookup(path)
-            if state.inodes[ino].kind != "dir":
-                raise _err(errno.ENOTDIR)
-            return state._open_ino(ino)
+            return state.opendir(path)
 
         @locked
         def releasedir(self, path, fh):
