@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from powerloss import lazyfs
 
-DIRS = ["", "d", "d/e"]  # few names: operations meet the same files and directories often
-NAMES = ["a", "d", "e"]
+DIRS = ["", "d"]  # few names: operations meet the same files and directories often
+NAMES = ["a", "d"]  # (d/d nests)
 paths = st.builds(
     lambda d, n: f"{d}/{n}".lstrip("/"), st.sampled_from(DIRS), st.sampled_from(NAMES)
 )
