@@ -18,12 +18,15 @@ one function in ``workloads.py``; ``TVC_POWERLOSS_SEED`` picks other random mome
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +60,7 @@ MODELS = ["journal", pytest.param("posix", marks=NEW_DIRS_NOT_SYNCED)]
 class Acks:
     """What the children acknowledged, as the checks need it."""
 
-    versions: dict[str, int] = field(default_factory=dict)  # id -> input dir
+    versions: dict[str, int] = field(default_factory=dict)  # id -> seed of its input
     aliases: dict[tuple[str, str], tuple[str | None, set[str]]] = field(default_factory=dict)
     lines: int = 0
 
@@ -73,18 +76,29 @@ class Acks:
                 self.aliases[key] = (acked, moving | {vid}) if kind == "MOVING" else (vid, set())
 
 
+class Inputs:
+    """Seed -> the bytes of the folder ``workloads.make_input`` makes for it (kept in memory)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @functools.cache  # noqa: B019 - one instance per module, as long-lived as its cache
+    def __call__(self, seed: int) -> dict[str, bytes]:
+        with self.folder(seed) as d:
+            return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+    @contextlib.contextmanager
+    def folder(self, seed: int) -> Iterator[Path]:
+        d = workloads.make_input(self.root / f"in{seed}", seed)
+        try:
+            yield d
+        finally:
+            shutil.rmtree(d)
+
+
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    """Seed -> the bytes of the folder ``workloads.make_input`` makes for it, made once."""
-    root = tmp_path_factory.mktemp("inputs")
-
-    @functools.cache
-    def files(seed: int) -> dict[str, bytes]:
-        d = workloads.make_input(root / f"in{seed}", seed)
-        return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
-
-    files.root = root
-    return files
+def inputs(tmp_path_factory) -> Inputs:
+    return Inputs(tmp_path_factory.mktemp("inputs"))
 
 
 def run_round(
@@ -135,9 +149,8 @@ def check(reg_dir: Path, acks: Acks, inputs, new_seed: int, where: str) -> None:
             now = {a["alias"]: a["id"] for a in reg.aliases(model)}.get(alias)
             assert now in {acked, *moving}, f"{where}: {model}@{alias} is {now}, acked {acked}"
             acks.aliases[(model, alias)] = (now, set())  # a move in flight may have landed
-        inputs(new_seed)
-        v = reg.commit(workloads.MODEL, [inputs.root / f"in{new_seed}"], "after the cut").version
-        acks.versions[v.id] = new_seed
+        with inputs.folder(new_seed) as d:
+            acks.versions[reg.commit(workloads.MODEL, [d], "after the cut").version.id] = new_seed
 
 
 @pytest.mark.slow
@@ -196,8 +209,8 @@ def once_then_power_off(tmp_path: Path, model: str, op: str, *paths: Path) -> li
 @pytest.mark.parametrize("model", MODELS)
 def test_a_first_commit_survives_the_power_cut(model, tmp_path, inputs):
     tvc.Registry.init(tmp_path / "disk" / "reg").close()
-    inputs(0)
-    (vid,) = once_then_power_off(tmp_path, model, "commit", inputs.root / "in0")
+    with inputs.folder(0) as d:
+        (vid,) = once_then_power_off(tmp_path, model, "commit", d)
     check(tmp_path / "disk" / "reg", Acks(versions={vid: 0}), inputs, 1, f"commit ({model})")
 
 
