@@ -1242,7 +1242,38 @@ def report(res: dict[str, Any]) -> str:
     out.append("## Search latency (issue 4)")
     out.append("")
     out.append(search_report(res["search"]))
+    out += ["", "### alias set and rollback while another model's multi-GB commit runs", ""]
+    out.append(locks_report(res.get("locks", {"skipped": "not run"})))
     return "\n".join(out)
+
+
+def bench_locks(items: list[corpus.Item], tools: list[str]) -> dict[str, Any]:
+    """Latency of `tvc alias set` / `tvc rollback` (cold processes) idle and during a commit
+    of the largest corpus file (``bench/locks_bench.py``)."""
+    if "tvc" not in tools:
+        return {"skipped": "tvc not selected"}
+    import locks_bench
+
+    big = max(items, key=lambda i: i.size)
+    log(f"\n== alias set / rollback during a commit of {mb(big.size)} MB (bench/locks_bench.py)")
+    try:
+        return locks_bench.bench_locks(corpus.CORPUS / big.path, repeat=7)
+    except Exception as e:  # report it, keep the rest of the run
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def locks_report(lk: dict[str, Any]) -> str:
+    if "skipped" in lk or "error" in lk:
+        return lk.get("skipped") or f"ERROR: {lk['error']}"
+    rows = [
+        [op, f"{lk[f'{op} idle']:.3f}", f"{lk.get(f'{op} during commit', float('nan')):.3f}"]
+        for op in ("alias set", "rollback")
+    ]
+    head = (
+        f"cold `tvc` processes, median s; the other commit: {mb(lk['file_bytes'])} MB in "
+        f"{lk['commit_seconds']:.1f} s, {lk['samples_during_commit']} samples during it"
+    )
+    return "\n".join([head, "", table(["command", "idle", "during the commit"], rows)])
 
 
 def search_report(sr: dict[str, Any]) -> str:
@@ -1407,6 +1438,7 @@ def main() -> None:
     res["startup"] = bench_startup(tools, 5)
     res["single"] = [] if args.no_single else bench_single(items, max(args.runs, 3), tools)
     res["search"] = bench_search(tools)
+    res["locks"] = bench_locks(items, tools)
     res["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     res["seconds"] = round(time.perf_counter() - t0, 1)
     res["targets"] = targets(res)

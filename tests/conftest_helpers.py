@@ -18,15 +18,6 @@ def corrupt_one_pack(objects: Path, where: float = 0.5) -> Path:
 
 def registry_on(url: str, root: Path):
     """A registry whose metadata lives at ``url`` (packs stay local)."""
-    import tomllib
-
-    import tomli_w
-
     import tvc
 
-    tvc.Registry.init(root).close()
-    cfg_path = root / ".tvc" / "config.toml"
-    cfg = tomllib.loads(cfg_path.read_text())
-    cfg["metadata"]["url"] = url
-    cfg_path.write_text(tomli_w.dumps(cfg))
-    return tvc.Registry(root)
+    return tvc.Registry.init(root, metadata=url)

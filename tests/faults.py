@@ -30,6 +30,9 @@ class Wrapper(Backend):
     def _size(self, name: str) -> int:
         return self.inner._size(name)
 
+    def _mtime(self, name: str) -> float:
+        return self.inner._mtime(name)
+
     def _list(self, prefix: str) -> Iterator[str]:
         return self.inner._list(prefix)
 

@@ -24,8 +24,10 @@ class Registry(ModelRegistry):
     """``Registry.init(path)``, ``Registry(path)``, then commit / log / show / checkout / open …"""
 
     @classmethod
-    def init(cls, path: str | os.PathLike[str] = ".") -> Registry:
-        Repository.init(path).close()
+    def init(cls, path: str | os.PathLike[str] = ".", **where: str | None) -> Registry:
+        """Create a registry at ``path``; ``store=URL``/``metadata=URL`` put its packs or its
+        metadata DB elsewhere (default: local packs, SQLite in ``.tvc/``)."""
+        Repository.init(path, **where).close()
         return cls(path)
 
     # -- analysis: diff, blame, merge ------------------------------------------------------

@@ -12,13 +12,13 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import filelock
 import pytest
 
 from tvc.cli import launcher
@@ -247,21 +247,23 @@ def test_the_child_takes_the_clients_directory_environment_and_umask(sh):
 
 @contextlib.contextmanager
 def _commit_in_flight(sh: Shell):
-    """A `tvc commit` through the helper, held waiting for the writer lock the test holds.
+    """A `tvc commit` through the helper, held waiting for the metadata DB's write lock, which
+    the test holds (an open ``BEGIN IMMEDIATE``).
 
     Yields the client process, the helper's pid and the command's child pid.
     """
     _model(sh.root)
     sh.run("daemon", "start")
     helper = sh.wait_for_helper()
-    lock = filelock.FileLock(str(sh.root / ".tvc" / "lock"))
-    lock.acquire()
+    db = sqlite3.connect(sh.root / ".tvc" / "tvc.db", isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
     try:
         p = subprocess.Popen(sh.cmd("commit", "m", "model.bin", "-m", "x"), cwd=sh.root, env=sh.env)
         assert launcher.wait_until(lambda: sh.children(helper["pid"]), 30)
         yield p, helper["pid"], sh.children(helper["pid"])[0]
     finally:
-        lock.release()
+        db.execute("ROLLBACK")
+        db.close()
 
 
 def test_ctrl_c_reaches_the_command(sh):

@@ -8,6 +8,7 @@ import io
 import os
 import pickle
 import subprocess
+import warnings
 
 import hypothesis.strategies as st
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 
 from tvc.errors import FormatError
-from tvc.formats.pickle_scan import ALLOWED_GLOBALS, scan_pickle, scan_pickle_file
+from tvc.formats.pickle_scan import ALLOWED_GLOBALS, scan_pickle, scan_stream
 
 
 class _Calls:
@@ -134,6 +135,15 @@ def test_unresolvable_stack_global_is_reported():
     assert found.startswith("<unresolved STACK_GLOBAL")
 
 
+def test_memo_bombs_are_reported_and_the_scan_goes_on():
+    # LONG_BINPUT far beyond any real memo (the C unpickler would allocate 16 GB), then a call
+    data = b"\x80\x02]r\xff\xff\xff\x7f0cos\nsystem\n(S'true'\ntR."
+
+    found = scan_pickle(data)
+
+    assert found[0].endswith("a memory bomb>") and found[1] == "os.system"
+
+
 def test_extension_codes_are_reported():
     assert scan_pickle(b"\x80\x02\x82\x01)R.") == ["<extension code 1>"]
 
@@ -171,7 +181,6 @@ def test_torch_state_dict_pickle_is_allowed():
         b"\x80\x02h\x07.",  # BINGET of an index never stored
         b"\x80\x02t.",  # TUPLE without MARK
         b"\x80\x02R.",  # REDUCE on an empty stack
-        b"\x80\x02]r\xff\xff\xff\x7f.",  # LONG_BINPUT far beyond any real memo
         b"\x80\x02\xff.",  # unknown opcode
         b"\x80\x05\x8e\xff\xff\xff\xff\xff\xff\xff\x7f.",  # BINBYTES8 longer than the data
     ],
@@ -182,30 +191,35 @@ def test_malformed_pickles_are_format_errors(data):
     assert "\n" not in str(info.value)
 
 
-def test_scan_file_follows_consecutive_pickles():
+def test_scan_stream_follows_consecutive_pickles():
     # Legacy torch files are several pickles back to back, then raw storage bytes.
     first = pickle.dumps(119547037146038801333356, protocol=2)
-    second = pickle.dumps({"a": 1}, protocol=2)
-    third = pickle.dumps(_Calls(eval, "1"), protocol=2)
+    second = pickle.dumps({"a": 1}, protocol=0)  # any protocol, not only PROTO-marked ones
+    third = pickle.dumps(_Calls(eval, "1"), protocol=1)
     f = io.BytesIO(first + second + third + b"\x10\x00raw storage bytes")
 
-    assert scan_pickle_file(f) == (["builtins.eval"], None)
+    scan = scan_stream(f)
+
+    assert (scan.pickles, scan.unsafe) == (3, ["builtins.eval"])
+    assert scan.values[0] == 119547037146038801333356
+    assert scan.end == len(first + second + third) == f.tell()
+    assert scan.malformed is not None and not scan.called_unsafe  # the raw bytes
 
 
-def test_scan_file_reports_malformation():
-    f = io.BytesIO(pickle.dumps(_Calls(eval, "1"), protocol=2)[:-5])
+def test_scan_stream_reports_a_call_before_the_break():
+    data = pickle.dumps(_Calls(eval, "1"), protocol=2)[:-1]  # no STOP: loading still runs eval
 
-    found, malformed = scan_pickle_file(f)
+    scan = scan_stream(io.BytesIO(data))
 
-    assert found == ["builtins.eval"]
-    assert malformed is not None and "malformed pickle" in malformed
+    assert scan.pickles == 0
+    assert scan.partial_unsafe == ["builtins.eval"] and scan.called_unsafe
 
 
-def test_scan_file_protocol_0_only_when_asked():
-    data = b"cos\nsystem\n(S'ls'\ntR."
+def test_scan_stream_an_import_without_a_call_is_not_a_call():
+    # A text line starting with "c" reads as GLOBAL, but nothing is called before it breaks.
+    scan = scan_stream(io.BytesIO(b"col_a,col_b\n1,2\n3,4\n"))
 
-    assert scan_pickle_file(io.BytesIO(data)) == ([], None)
-    assert scan_pickle_file(io.BytesIO(data), always=True) == (["os.system"], None)
+    assert scan.pickles == 0 and not scan.called_unsafe and scan.malformed
 
 
 @settings(max_examples=200, deadline=None)
@@ -239,3 +253,178 @@ def test_fuzz_real_pickles_and_their_prefixes(obj, protocol, cut):
         scan_pickle(data[:cut])
     except FormatError:
         pass
+
+
+# --- differential: tvc's verdict against what CPython's C unpickler really imports and calls ---
+
+
+class _TrapMeta(type):
+    """Calling, indexing or extending a trap class records it (a global used, not just named)."""
+
+    def __call__(cls, *args, **kwargs):
+        _Trap.called.append(f"call {cls.__name__}")
+        return super().__call__(*args, **kwargs)
+
+    def __setitem__(cls, key, value):
+        _Trap.called.append(f"setitem {cls.__name__}")
+
+    def append(cls, item):
+        _Trap.called.append(f"append {cls.__name__}")
+
+    def extend(cls, items):
+        _Trap.called.append(f"extend {cls.__name__}")
+
+    def add(cls, item):
+        _Trap.called.append(f"add {cls.__name__}")
+
+
+class _Trap(metaclass=_TrapMeta):
+    """Stands in for a disallowed global: records being called, built or given state."""
+
+    called: list[str] = []  # noqa: RUF012 - one record shared by every trap class
+
+    def __new__(cls, *args, **kwargs):
+        _Trap.called.append(f"new {cls.__name__}")
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(*args):  # BUILD on the class itself passes the state as "self"
+        _Trap.called.append("setstate")
+
+
+class _Harmless:
+    """Stands in for an allowed global: accepts anything, does nothing."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def __call__(self, *args, **kwargs):
+        return self
+
+
+class _TrapUnpickler(pickle.Unpickler):
+    imported: list[str]
+
+    def find_class(self, module, name):
+        from tvc.formats.pickle_scan import ALLOWED_PAIRS
+
+        if (module, name) in ALLOWED_PAIRS:
+            return _Harmless
+        self.imported.append(f"{module}.{name}")
+        return type(f"{module}.{name}", (_Trap,), {})
+
+    def persistent_load(self, pid):
+        return None
+
+
+def _really_load(data: bytes) -> list[str]:
+    """Load every pickle of ``data`` as a loop of ``pickle.load`` would; what it imported."""
+    f = io.BytesIO(data)
+    imported: list[str] = []
+    while f.tell() < len(data):
+        u = _TrapUnpickler(f)
+        u.imported = imported
+        try:
+            with warnings.catch_warnings():  # odd escapes in STRING arguments
+                warnings.simplefilter("ignore")
+                u.load()
+        except Exception:
+            break
+    return imported
+
+
+def _mutants(r, seed: bytes) -> bytes:
+    b = bytearray(seed)
+    for _ in range(r.choice([1, 1, 2, 3])):
+        if not b:
+            break
+        at = r.randrange(len(b))
+        op = r.randrange(6)
+        if op == 0:
+            b[at] ^= 1 << r.randrange(8)
+        elif op == 1:
+            del b[at : at + r.randrange(1, 4)]
+        elif op == 2:  # an opcode from the table, with a plausible argument after it
+            b[at:at] = r.choice(
+                [b"R", b"b", b"0", b"2", b"(", b"t", b")", b"\x85", b"\x93", b"\x94", b"h\x00",
+                 b"q\x01", b"N", b"}", b"]", b"o", b"\x81", b"\x92", b".", b"\x95" + bytes(8),
+                 b"s", b"u", b"a", b"e", b"\x90", b"\x8c\x01a", b"I0x1\n", b"P1\n",
+                 b"\xd2\xbb", b"\\x"]
+            )  # fmt: skip
+        elif op == 3:
+            b[at:at] = b[r.randrange(len(b)) :][: r.randrange(1, 12)]  # a piece elsewhere
+        elif op == 4:
+            del b[at:]
+        else:
+            b[at] = r.randrange(256)
+    return bytes(b)
+
+
+def test_differential_against_the_c_unpickler():
+    """Mutated payloads: whenever tvc calls a stream safe, CPython's unpickler agrees.
+
+    Strict (a file that says it is a pickle): no disallowed global is even imported. Lenient
+    (any other file): none is called, built or given state — what breaks off after importing
+    one is no pickle a loader would run.
+    """
+    import random
+
+    r = random.Random(12)
+    seeds = [pickle.dumps(_Calls(os.system, "true"), protocol=p) for p in PROTOCOLS] + [
+        b"cos\nsystem\n(S'true'\ntR.",
+        b"(S'true'\nios\nsystem\n.",
+        b"(cos\nsystem\nS'true'\no.",
+        pickle.dumps({"a": [1, 2], "b": _Calls(eval, "1")}, protocol=4),
+        pickle.dumps(collections.OrderedDict(a=np.arange(3)), protocol=2),
+        b"\x80\x04\x8c\x02os\x94\x8c\x06system\x94h\x00h\x01\x93\x8c\x04true\x85R.",
+        b"cos\nenviron\nS'LD_PRELOAD'\nS'/tmp/x.so'\ns.",  # no call: a setitem
+        b"\x80\x02csys\npath\nX\x04\x00\x00\x00/tmpa.",  # no call: an append
+    ]
+    seeds += [pickle.dumps({"a": [1, 2.5, "os"], "b": b"x", 3: (None,)}, p) for p in PROTOCOLS]
+    checked = {"strict": 0, "lenient": 0}
+    for _ in range(10_000):
+        data = _mutants(r, r.choice(seeds))
+        scan = scan_stream(io.BytesIO(data))
+        if any("memory bomb" in g for g in scan.unsafe + scan.partial_unsafe):
+            continue  # never hand the C unpickler a memo table bomb
+        _Trap.called = []
+        imported = _really_load(data)
+        complete = scan.malformed is None
+        if complete and not scan.unsafe:
+            assert imported == [], data
+            checked["strict"] += 1
+        if not scan.unsafe and not scan.called_unsafe:
+            assert _Trap.called == [], (data, _Trap.called)
+            checked["lenient"] += 1
+    assert min(checked.values()) > 300, checked
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # names pickletools cannot read (non-ASCII; escape decoding) but _pickle.c can
+        b"cos\nsy\xd2\xbbem\n(S'true'\ntR.",
+        b"cos\\x\nsystem\n(S'true'\ntR.",
+        # numbers Python's int() refuses and strtol(base 0) takes, before the payload
+        b"I0x10\n0cos\nsystem\n(S'true'\ntR.",
+        b"I010\n0cos\nsystem\n(S'true'\ntR.",
+        # a persistent id pickletools escape-decodes
+        b"P\\x\n0cos\nsystem\n(S'true'\ntR.",
+        # no call at all: os.environ[...] = ... and sys.path.append(...)
+        b"cos\nenviron\nS'LD_PRELOAD'\nS'/tmp/x.so'\ns.",
+        b"\x80\x02csys\npath\nX\x04\x00\x00\x00/tmpa.",
+        b"\x80\x02csys\npath\n(X\x04\x00\x00\x00/tmpe.",
+    ],
+)
+def test_differentials_once_found_are_flagged(data):
+    scan = scan_stream(io.BytesIO(data))
+
+    assert scan.unsafe or scan.called_unsafe, scan
+    _Trap.called = []
+    _really_load(data)
+    assert _Trap.called  # the C unpickler does use the global: the scan was right to refuse

@@ -312,18 +312,50 @@ def test_other_zips_are_opaque(tmp_path):
     assert parse_file(junk).format == "opaque"
 
 
-def test_legacy_torch_pickle(tmp_path):
+def test_legacy_torch_file_is_cut_at_its_storage_records(tmp_path, check_layout):
+    # Legacy files were opaque (their raw storage bytes could even be taken for a pickle);
+    # now their records are walked and each storage is a tensor segment, as in a zip.
     path = tmp_path / "legacy.pt"
-    torch.save(_model().state_dict(), path, _use_new_zipfile_serialization=False)
+    sd = _model().state_dict()
+    sd["bf16"] = torch.arange(6, dtype=torch.float32).to(torch.bfloat16)
+    sd["view"] = sd["bf16"][2:]
+    torch.save(sd, path, _use_new_zipfile_serialization=False)
+    blob = path.read_bytes()
 
     layout = parse_file(path)
 
-    assert layout.format == "opaque"
-    assert layout.metadata["pickle"] is True
+    check_layout(layout, blob)
+    assert layout.format == "torch"
+    assert layout.metadata["pickle"] is True and layout.metadata["legacy"] is True
+    by_name = {t.name: t for t in layout.tensors}
+    assert set(by_name) == set(sd)
+    for name, tensor in sd.items():
+        t = by_name[name]
+        raw = tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        assert blob[t.offset : t.offset + t.length] == raw, name
+        assert t.shape == tuple(tensor.shape)
+
+
+def test_legacy_torch_file_with_unsafe_object(tmp_path):
+    path = tmp_path / "legacy.pt"
     torch.save(_model(), path, _use_new_zipfile_serialization=False)
+
     with pytest.raises(UnsafePickleError, match=r"torch\.nn\.modules"):
         parse_file(path)
-    assert parse_file(path, allow_unsafe_pickle=True).metadata["unsafe_imports"]
+    layout = parse_file(path, allow_unsafe_pickle=True)
+    assert layout.metadata["unsafe_imports"] and layout.format == "opaque"
+
+
+def test_legacy_torch_file_with_broken_records(tmp_path, expect_format_error):
+    path = tmp_path / "legacy.pt"
+    torch.save({"w": torch.ones(5)}, path, _use_new_zipfile_serialization=False)
+    blob = path.read_bytes()
+
+    path.write_bytes(blob[:-3])  # the last record cut short
+    expect_format_error(path, parse_file, match="past the end")
+    count_at = len(blob) - 5 * 4 - 8
+    path.write_bytes(blob[:count_at] + (4).to_bytes(8, "little") + blob[count_at + 8 :])
+    expect_format_error(path, parse_file, match="holds 4 elements")
 
 
 @pytest.mark.parametrize("protocol", [0, 2, 4])
@@ -343,7 +375,7 @@ def test_raw_pickle_files(tmp_path, protocol):
 
 def test_unreadable_pickle_file_is_refused(tmp_path):
     path = tmp_path / "model.joblib"
-    path.write_bytes(b"\x78\x9c compressed, say")
+    path.write_bytes(b"\x01\x02 not a pickle, though named one")
 
     with pytest.raises(UnsafePickleError, match="cannot be checked"):
         parse_file(path)
@@ -395,3 +427,28 @@ def test_fuzz_mutated_pickle(data, allow, valid_members, mutate, scratch, check_
         assert "\n" not in str(e)
         return
     check_layout(layout, path.read_bytes())
+
+
+def test_legacy_storage_bytes_are_never_taken_for_pickles(tmp_path):
+    # A storage of 128 elements starts its record with the count 0x80 00 … (a PROTO opcode),
+    # and this one's bytes are a hostile pickle: torch.load never unpickles record bytes, so
+    # the file is legitimate, and tvc walks past the records instead of scanning them.
+    import os
+
+    evil = pickle.dumps([_Calls(os.system, "true")], protocol=2)
+    sd = {
+        "count_0x80": torch.zeros(128, dtype=torch.uint8),
+        "looks_evil": torch.frombuffer(bytearray(evil), dtype=torch.uint8),
+    }
+    path = tmp_path / "legacy.pt"
+    torch.save(sd, path, _use_new_zipfile_serialization=False)
+    assert evil in path.read_bytes()
+
+    layout = parse_file(path)
+
+    assert layout.format == "torch"
+    assert {t.name for t in layout.tensors} == set(sd)
+    # bytes appended after the records are another matter: a loop of pickle.load reads them
+    path.write_bytes(path.read_bytes() + evil)
+    with pytest.raises(UnsafePickleError, match="system"):
+        parse_file(path)

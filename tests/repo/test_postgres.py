@@ -21,7 +21,14 @@ def test_core_story_on_postgresql(tmp_path, pg_url):
         data = (tmp_path / "a" / "model.safetensors").read_bytes()
         assert (tmp_path / "out" / "model.safetensors").read_bytes() == data
         assert reg.fsck(read_data=True)["ok"]
+        first = reg.gc()  # consolidates the two small packs into one
+        assert first["packs_rewritten"] == 2 and first["chunks_removed"] == 0
         assert reg.gc()["bytes_freed"] == 0
+        assert reg.fsck(read_data=True)["ok"]
+        assert (
+            reg.read("m@v2", "model.safetensors")
+            == (tmp_path / "b" / "model.safetensors").read_bytes()
+        )
         assert reg.stats()["versions"] == 2
     finally:
         reg.close()

@@ -19,6 +19,7 @@ def register(app: typer.Typer) -> None:
     app.command("stats")(stats)
     app.command("fsck")(fsck)
     app.command("gc")(gc)
+    app.command("rm")(rm)
     app.add_typer(daemon_app, name="daemon")
 
 
@@ -69,10 +70,18 @@ def fsck(
     read_data: bool = typer.Option(
         False, "--read-data", help="Also re-read and re-hash every byte."
     ),
+    rebuild_index: bool = typer.Option(
+        False,
+        "--rebuild-index",
+        help="Rebuild the metadata DB from the store (lost, damaged or older DB).",
+    ),
     json_: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Verify the registry's invariants; exit 8 if anything is wrong."""
+    if rebuild_index:
+        _rebuild(json_, quiet)
+        return
     with common.open_registry() as reg:
         res = reg.fsck(read_data=read_data, progress=common.RichProgress(quiet))
     if json_:
@@ -92,23 +101,93 @@ def fsck(
         raise typer.Exit(8)
 
 
+def _rebuild(json_: bool, quiet: bool) -> None:
+    from tvc.api import Registry
+
+    res = Registry.rebuild_index(common.state.registry_path, common.RichProgress(quiet))
+    if json_:
+        common.emit_json(res)
+        return
+    p = common.out.print
+    p(
+        f"rebuilt the index: {res['versions']} versions, {res['manifests']} manifests, "
+        f"{res['chunks']} chunks in {res['packs']} packs, {res['events']} journal events"
+    )
+    for ref in res["recovered"]:
+        common.err.print(f"recovered (no commit record, on no branch): {ref}", markup=False)
+    for ref in res["renumbered"]:
+        common.err.print(f"renumbered (its number was taken): {ref}", markup=False)
+    for what in res["unreadable"]:
+        common.err.print(f"warning: unreadable: {what}", markup=False)
+    if res.get("previous_db"):
+        p(f"the previous DB is kept as {res['previous_db']}", markup=False)
+
+
+def _seconds(text: str) -> float:
+    """``90``, ``30s``, ``15m``, ``1h``, ``2d`` → seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip().lower()
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        value = -1
+    if not (0 <= value < 1e9):
+        raise UsageError(f"--grace {text!r}: expected a duration such as 0, 90s, 15m, 1h, 2d")
+    return value
+
+
 def gc(
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only report what would go."),
+    grace: str = typer.Option(
+        None,
+        "--grace",
+        help="Keep unindexed packs younger than this (writes in flight; default 1h).",
+    ),
+    keep_last: int = typer.Option(
+        None,
+        "--keep-last",
+        help="First delete versions not among the last N of a branch (tags, aliases, "
+        "production and their inputs are kept).",
+    ),
     json_: bool = JsonOpt,
 ) -> None:
     """Remove what no version uses: crash leftovers, unreferenced chunks and manifests."""
+    seconds = _seconds(grace) if grace is not None else None
     with common.open_registry() as reg:
-        res = reg.gc(dry_run=dry_run)
+        res = reg.gc(dry_run=dry_run, grace=seconds, keep_last=keep_last)
     if json_:
         common.emit_json(res)
         return
     verb = "would free" if dry_run else "freed"
+    if res.get("removed"):
+        what = "would delete" if dry_run else "deleted"
+        common.out.print(f"{what} {len(res['removed'])} version(s): {', '.join(res['removed'])}")
     common.out.print(
         f"{verb} {human_bytes(res['bytes_freed'])}: {res['unindexed_packs']} unindexed pack(s), "
         f"{res['chunks_removed']} chunk(s), {res['packs_removed']} pack(s) removed, "
         f"{res['packs_rewritten']} rewritten, {res['manifests_removed']} manifest(s), "
         f"{res['temp_files']} temp file(s)"
     )
+
+
+def rm(
+    target: str = typer.Argument(..., help="MODEL@REF (one version) or MODEL (the whole model)."),
+    force: bool = typer.Option(
+        False, "--force", "-f", help="Also when tagged, aliased or in production."
+    ),
+    reason: str = typer.Option("", "--reason", "-r", help="Why (recorded in the audit log)."),
+    json_: bool = JsonOpt,
+) -> None:
+    """Delete a version or a model (recorded); `tvc gc` then reclaims its bytes."""
+    with common.open_registry() as reg:
+        if "@" in target or "~" in target:
+            gone = reg.rm(target, force=force, reason=reason)
+        else:
+            gone = reg.rm_model(target, force=force, reason=reason)
+    if json_:
+        common.emit_json({"deleted": [v.ref for v in gone], "ids": [v.id for v in gone]})
+        return
+    common.out.print(f"deleted {len(gone)} version(s): {', '.join(v.ref for v in gone)}")
 
 
 def _runtime_dir() -> str:

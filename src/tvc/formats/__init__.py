@@ -18,9 +18,23 @@ from tvc.errors import FormatError, PathError, TvcError, UnsafePickleError
 from tvc.formats.chunking import PIECE_SIZE, ChunkSpec, iter_chunks
 from tvc.formats.dtypes import itemsize, numpy_dtype
 from tvc.formats.layout import Layout, Segment, TensorInfo, brief
-from tvc.formats.pickle_scan import refusal, scan_pickle, scan_pickle_file
+from tvc.formats.pickle_files import (
+    PICKLE_EXTENSIONS,
+    TORCH_EXTENSIONS,
+    ZIP_MAGIC,
+    Findings,
+    find_pickles,
+    may_hold_pickles,
+    scan_zip,
+)
+from tvc.formats.pickle_scan import refusal, scan_pickle
 from tvc.formats.safetensors import parse_safetensors
-from tvc.formats.torchzip import parse_torch_zip, torch_pickle_member
+from tvc.formats.torchzip import (
+    legacy_storage_sizes,
+    parse_torch_legacy,
+    parse_torch_zip,
+    torch_pickle_member,
+)
 
 __all__ = [
     "PIECE_SIZE",
@@ -36,13 +50,7 @@ __all__ = [
     "scan_pickle",
 ]
 
-#: Extensions torch checkpoints use, zip or legacy pickle.
-TORCH_EXTENSIONS = frozenset({".pt", ".pth", ".bin", ".ckpt"})
-#: Extensions that say "this is a pickle", whatever the first byte.
-PICKLE_EXTENSIONS = frozenset({".pkl", ".pickle", ".joblib"})
-_ZIP_MAGIC = b"PK\x03\x04"
 _GGUF_MAGIC = b"GGUF"
-_PICKLE_PROTO = 0x80
 
 
 def opaque_layout(size: int) -> Layout:
@@ -59,10 +67,10 @@ def parse_file(
 
     With ``parse=False`` every file is opaque (the CLI's ``--no-parse``). Otherwise:
     ``*.safetensors`` must be valid safetensors; ``*.gguf`` or a ``GGUF`` magic must be valid
-    GGUF; a zip with a ``<prefix>/data.pkl`` member is a torch archive; a pickle (a
-    ``.pkl``/``.pickle``/``.joblib`` file, or a torch extension starting with a protocol-2+
-    marker) is scanned and stored opaque; anything else is opaque. A file that claims a
-    format and breaks it raises ``FormatError``; an unsafe pickle raises
+    GGUF; a zip with a ``<prefix>/data.pkl`` member is a torch archive; a legacy ``torch.save``
+    file is cut at its storage records; anything else is opaque. Every pickle in any file —
+    found by content, whatever the extension: see ``pickle_files`` — is scanned. A file that
+    claims a format and breaks it raises ``FormatError``; an unsafe pickle raises
     ``UnsafePickleError`` unless ``allow_unsafe_pickle``.
     """
     name = os.fspath(path)
@@ -90,7 +98,7 @@ def _parse(name: str, parse: bool, allow_unsafe_pickle: bool) -> Layout:
     ext = os.path.splitext(name)[1].lower()
     try:
         with open(name, "rb") as f:
-            head = f.read(8)
+            head = f.read(512)
     except OSError as e:
         raise PathError(f"{name}: {e.strerror or 'cannot be read'}") from None
 
@@ -100,18 +108,13 @@ def _parse(name: str, parse: bool, allow_unsafe_pickle: bool) -> Layout:
         from tvc.formats.gguf import parse_gguf  # the gguf package costs 35 ms to import
 
         return parse_gguf(name)
-    if head[:4] == _ZIP_MAGIC:
+    if head[:4] == ZIP_MAGIC:
         layout = _maybe_torch_zip(name, ext, allow_unsafe_pickle)
         if layout is not None:
             return layout
+    if not may_hold_pickles(head) and ext not in PICKLE_EXTENSIONS:
         return opaque_layout(size)
-    if ext in PICKLE_EXTENSIONS or (
-        ext in TORCH_EXTENSIONS and head[:1] == bytes([_PICKLE_PROTO]) and head[1:2] >= b"\x02"
-    ):
-        return _legacy_pickle(
-            name, size, always=ext in PICKLE_EXTENSIONS, allow=allow_unsafe_pickle
-        )
-    return opaque_layout(size)
+    return _sniffed(name, size, ext, allow_unsafe_pickle)
 
 
 def _maybe_torch_zip(name: str, ext: str, allow_unsafe_pickle: bool) -> Layout | None:
@@ -125,26 +128,48 @@ def _maybe_torch_zip(name: str, ext: str, allow_unsafe_pickle: bool) -> Layout |
             ) from None
         return None
     with zf:
-        if torch_pickle_member(zf) is None:
+        member = torch_pickle_member(zf)
+        if member is None:
             return None
-        return parse_torch_zip(name, zf, allow_unsafe_pickle=allow_unsafe_pickle)
-
-
-def _legacy_pickle(name: str, size: int, *, always: bool, allow: bool) -> Layout:
-    """Scan a raw pickle file; its bytes stay opaque."""
-    with open(name, "rb") as f:
-        unsafe, malformed = scan_pickle_file(f, always=always)
-    layout = opaque_layout(size)
-    layout.metadata["pickle"] = True
-    if allow:
-        if unsafe:
-            layout.metadata["unsafe_imports"] = unsafe
-        return layout
-    if unsafe:
-        raise UnsafePickleError(refusal(name, unsafe))
-    if malformed:
-        raise UnsafePickleError(
-            f"{name}: pickle cannot be checked to the end ({malformed}); "
-            "refusing it (--allow-unsafe-pickle overrides)"
+        layout = parse_torch_zip(name, zf, allow_unsafe_pickle=allow_unsafe_pickle)
+        # parse_torch_zip scanned the pickles torch loads; scan every other member too.
+        prefix = member[: -len("data.pkl")]
+        data = prefix + "data/"  # the storage records: raw tensor bytes
+        findings = Findings()
+        scan_zip(
+            zf,
+            findings,
+            skip=lambda n: n.startswith(prefix) and (n.endswith(".pkl") or n.startswith(data)),
         )
+    return _judged(name, findings, allow_unsafe_pickle, layout)
+
+
+def _sniffed(name: str, size: int, ext: str, allow: bool) -> Layout:
+    """Any file not parsed above: every pickle in it scanned, a legacy torch file cut up."""
+    with open(name, "rb") as f:
+        findings, legacy = find_pickles(name, f, size, ext, storage_sizes=legacy_storage_sizes)
+        if isinstance(legacy, str):
+            raise FormatError(f"{name}: not a valid legacy torch checkpoint: {legacy}")
+        layout = None
+        if legacy is not None and legacy.records and not findings.unsafe:
+            f.seek(legacy.object_pickle[0])
+            obj = f.read(legacy.object_pickle[1] - legacy.object_pickle[0])
+            layout = parse_torch_legacy(name, obj, legacy.records, size)
+    return _judged(name, findings, allow, layout or opaque_layout(size))
+
+
+def _judged(name: str, findings: Findings, allow: bool, layout: Layout) -> Layout:
+    """Refuse a file whose pickles are unsafe or unreadable, unless ``allow``."""
+    if not allow:
+        if findings.unsafe:
+            raise UnsafePickleError(refusal(name, findings.unsafe))
+        if findings.problems:
+            raise UnsafePickleError(
+                f"{name}: pickle cannot be checked to the end ({brief(findings.problems[0])}); "
+                "refusing it (--allow-unsafe-pickle overrides)"
+            )
+    if findings.pickles:
+        layout.metadata["pickle"] = True
+    if findings.unsafe:
+        layout.metadata["unsafe_imports"] = findings.unsafe
     return layout

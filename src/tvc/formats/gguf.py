@@ -43,6 +43,14 @@ STRING_SUMMARY = 65536
 #: Arrays nest at most this deep; deeper is hostile, not a model.
 MAX_NESTING = 8
 
+#: GGUFReader files the header's own fields under these names, so a KV key may not take them.
+_RESERVED_KEYS = frozenset({"GGUF.version", "GGUF.tensor_count", "GGUF.kv_count"})
+#: Types GGUFReader reads as numpy elements; it reads any other type as bytes per row, which
+#: needs a row (a 0-dimensional tensor of such a type cannot be read).
+_ELEMENT_TYPES = frozenset(
+    GGMLQuantizationType[n] for n in ("F16", "F32", "F64", "I8", "I16", "I32", "I64")
+)
+
 _SCALARS: dict[int, str] = {
     GGUFValueType.UINT8: "B",
     GGUFValueType.INT8: "b",
@@ -72,10 +80,21 @@ def parse_gguf(path: str | os.PathLike[str]) -> Layout:
             return _parse(_Cursor(mm, size, fail), fail)
 
 
+def parse_gguf_bytes(data: bytes, name: str = "<bytes>") -> Layout:
+    """``parse_gguf`` of bytes in memory (the fuzz tests feed it thousands of files)."""
+
+    def fail(problem: str) -> FormatError:
+        return FormatError(f"{name}: not a valid GGUF file: {problem}")
+
+    if len(data) < 24:
+        raise fail(f"{len(data)} bytes is too short for a GGUF header")
+    return _parse(_Cursor(data, len(data), fail), fail)
+
+
 class _Cursor:
     """Reads GGUF primitives, refusing to step past the end of the file."""
 
-    def __init__(self, buf: mmap.mmap, size: int, fail: Callable[[str], FormatError]):
+    def __init__(self, buf: mmap.mmap | bytes, size: int, fail: Callable[[str], FormatError]):
         self.buf, self.size, self.fail = buf, size, fail
         self.pos = 0
         self.order = "<"
@@ -131,11 +150,12 @@ def _parse(c: _Cursor, fail: Callable[[str], FormatError]) -> Layout:
     if c.order == ">":
         metadata["GGUF.byteorder"] = "big"
     alignment = GGUF_DEFAULT_ALIGNMENT
-    keys: set[str] = set()
+    keys: set[str] = set(_RESERVED_KEYS)
     for _ in range(n_kv):
         key = c.name("KV key")
         if key in keys:
-            raise fail(f"KV key {brief(key)} appears twice")
+            what = "is reserved" if key in _RESERVED_KEYS else "appears twice"
+            raise fail(f"KV key {brief(key)} {what}")
         keys.add(key)
         vtype = c.unpack("I", f"type of {brief(key)}")
         if key == "general.alignment":
@@ -166,6 +186,8 @@ def _parse(c: _Cursor, fail: Callable[[str], FormatError]) -> Layout:
         except (ValueError, KeyError):
             raise fail(f"tensor {brief(name)} has unknown GGML type {raw_type}") from None
         offset = c.unpack("Q", f"offset of {brief(name)}")
+        if not ne and qtype not in _ELEMENT_TYPES:
+            raise fail(f"tensor {brief(name)}: a {qtype.name} tensor needs a dimension")
         if ne and ne[0] % block:
             raise fail(f"tensor {brief(name)}: {qtype.name} needs rows of {block} elements")
         count = math.prod(ne)

@@ -424,3 +424,56 @@ def _tables(
             record.data_offset, record.info.compress_size, name, dtype, dtypes.itemsize(dtype)
         )
     return tensors, segments, noncontiguous
+
+
+# --- legacy (pre-zip) torch.save files --------------------------------------------------------
+
+
+def legacy_storage_sizes(object_pickle: bytes) -> dict[str, tuple[int, int]]:
+    """Each storage of a legacy file's object pickle: (element count, bytes per element).
+
+    Legacy records count elements of the storage's own type (``torch.FloatStorage``: 4 bytes
+    each); an untyped storage counts bytes. Call only on a pickle ``pickle_scan`` passed.
+    """
+    loader = _Loader(object_pickle, allow_unsafe=False)
+    loader.load()
+    return {
+        key: (s.numel, dtypes.itemsize(s.dtype) if s.typed else 1)
+        for key, s in loader.storages.items()
+    }
+
+
+def parse_torch_legacy(
+    path: str | os.PathLike[str],
+    object_pickle: bytes,
+    records: dict[str, tuple[int, int]],
+    size: int,
+) -> Layout:
+    """The layout of a legacy torch file whose storage records lie at ``records``.
+
+    ``records`` maps each storage key to the (offset, length) of its raw bytes, as
+    ``pickle_files`` walked them; each record becomes a tensor segment, as a zip archive's do.
+    """
+
+    def fail(problem: str) -> FormatError:
+        return FormatError(f"{os.fspath(path)}: not a valid legacy torch checkpoint: {problem}")
+
+    loader = _Loader(object_pickle, allow_unsafe=False)
+    try:
+        named = _walk(loader.load())
+    except Exception as e:
+        raise fail(f"the object pickle cannot be understood: {brief(str(e))}") from None
+    members: dict[str, _Member] = {}
+    for key, (offset, length) in records.items():
+        info = zipfile.ZipInfo(f"data/{key}")
+        info.file_size = info.compress_size = length
+        info.compress_type = zipfile.ZIP_STORED
+        members[info.filename] = _Member(info, offset)
+    tensors, segments_by_key, noncontiguous = _tables("", members, loader.storages, named, fail)
+    metadata: dict[str, Any] = {"storages": len(segments_by_key), "legacy": True, "pickle": True}
+    if noncontiguous:
+        metadata["noncontiguous"] = noncontiguous
+    segments = tile(size, list(segments_by_key.values()), lambda p: fail(f"storages {p}"))
+    layout = Layout("torch", size, segments, tensors, metadata)
+    layout.check()
+    return layout

@@ -6,7 +6,8 @@ trail and gates, aliases with history and rollback, metrics added after the comm
 :mod:`tvc.api`) extends it with the layers above (analysis, remote). One module per concept:
 ``lifecycle`` (states, transitions, gates), ``aliases`` (moves, history, rollback), ``metrics``
 (added later), ``provenance`` (code and data sets at commit), ``lineage`` (the graph),
-``query`` (the expression language of search and gates), ``search``, ``audit``.
+``query`` (the expression language of search and gates), ``search``, ``audit``,
+``removal`` (``rm`` and the retention rule of gc).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tvc.registry.lifecycle import GateFailure, Lifecycle, LifecycleMixin, State
 from tvc.registry.lineage import Lineage, LineageMixin
 from tvc.registry.metrics import MetricEvent, MetricsMixin
 from tvc.registry.query import QuerySyntaxError
+from tvc.registry.removal import RemovalMixin
 from tvc.registry.search import SearchMixin
 from tvc.repo import names, paths
 from tvc.repo.reader import VersionReader
@@ -32,6 +34,7 @@ from tvc.repo.version import Version
 
 
 class ModelRegistry(
+    RemovalMixin,
     LifecycleMixin,
     AliasesMixin,
     MetricsMixin,
@@ -43,8 +46,10 @@ class ModelRegistry(
     """Versions plus lifecycle, aliases, metrics added later, lineage, search and audit."""
 
     @classmethod
-    def init(cls, path: str | os.PathLike[str] = ".") -> ModelRegistry:
-        Repository.init(path).close()
+    def init(cls, path: str | os.PathLike[str] = ".", **where: str | None) -> ModelRegistry:
+        """Create a registry at ``path``; ``store=URL``/``metadata=URL`` put its packs or its
+        metadata DB elsewhere (default: local packs, SQLite in ``.tvc/``)."""
+        Repository.init(path, **where).close()
         return cls(path)
 
     def open(self, ref: str) -> VersionReader:

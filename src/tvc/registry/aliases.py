@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from tvc.errors import ConflictError, ExistsError, UnknownRefError, UsageError
 from tvc.repo import names
 from tvc.repo import schema as s
-from tvc.repo.repository import default_author
+from tvc.repo.meta import default_author
 from tvc.repo.version import Version, iso
 
 
@@ -92,7 +92,8 @@ class AliasesMixin:
         force: bool,
         rollback: bool,
     ) -> AliasEvent | None:
-        old = self._ref_target(conn, mid, "alias", alias)
+        self.meta.lock_model(conn, mid)
+        old = self.meta.ref_target(conn, mid, "alias", alias)
         new = target.id if target else None
         if old == new:
             return None
@@ -103,12 +104,13 @@ class AliasesMixin:
                 if not force:
                     raise ConflictError(self._gate_message(f"alias {alias}", target, failures))
                 forced = True
-        self._set_ref(
+        self.meta.move_ref(
             conn,
             mid,
             "alias",
             alias,
             new,
+            expected=old,
             actor=default_author(),
             reason=reason,
             forced=forced,
@@ -148,10 +150,10 @@ class AliasesMixin:
         name (config.toml ``[gates]``) must pass unless ``force``; a forced move is recorded so.
         """
         names.check_ref_name(alias, "alias")
-        with self.writing(), self.engine.begin() as conn:
-            mid = self._model_id(conn, model)
+        with self.meta.write() as conn:
+            mid = self.meta.model_id(conn, model)
             for kind in ("branch", "tag"):
-                if self._ref_target(conn, mid, kind, alias):
+                if self.meta.ref_target(conn, mid, kind, alias):
                     raise ExistsError(
                         f"{model} has a {kind} named {alias!r}; an alias of that name would make "
                         f"{model}@{alias} ambiguous"
@@ -165,9 +167,9 @@ class AliasesMixin:
 
     def remove_alias(self, model: str, alias: str, *, reason: str = "") -> AliasEvent:
         """Delete an alias (recorded; ``rollback`` brings it back)."""
-        with self.writing(), self.engine.begin() as conn:
-            mid = self._model_id(conn, model)
-            if not self._ref_target(conn, mid, "alias", alias):
+        with self.meta.write() as conn:
+            mid = self.meta.model_id(conn, model)
+            if not self.meta.ref_target(conn, mid, "alias", alias):
                 raise UnknownRefError(f"{model} has no alias {alias!r}")
             event = self._move_alias(
                 conn, mid, model, alias, None, reason=reason, force=False, rollback=False
@@ -178,8 +180,8 @@ class AliasesMixin:
     def aliases(self, model: str) -> list[dict[str, Any]]:
         """Current aliases of a model: name, version, id, and the last move (when, who, why)."""
         r, v, e = s.refs.c, s.versions.c, s.ref_events.c
-        with self.engine.connect() as conn:
-            mid = self._model_id(conn, model)
+        with self.meta.read() as conn:
+            mid = self.meta.model_id(conn, model)
             rows = conn.execute(
                 sa.select(r.name, r.version_id, v.number, v.state)
                 .join_from(s.refs, s.versions, r.version_id == v.id)
@@ -211,8 +213,8 @@ class AliasesMixin:
 
     def alias_history(self, model: str, alias: str) -> list[AliasEvent]:
         """Every move of one alias, oldest first."""
-        with self.engine.connect() as conn:
-            mid = self._model_id(conn, model)
+        with self.meta.read() as conn:
+            mid = self.meta.model_id(conn, model)
             rows = self._alias_rows(conn, mid, alias)
             refs = self._refs_for(
                 conn, {x for row in rows for x in (row.old_version, row.new_version)}
@@ -252,13 +254,13 @@ class AliasesMixin:
         force: bool = False,
     ) -> AliasEvent:
         """Move ``alias`` back to its previous target (or to ``to``); see the module doc."""
-        with self.writing(), self.engine.begin() as conn:
-            mid = self._model_id(conn, model)
+        with self.meta.write() as conn:
+            mid = self.meta.model_id(conn, model)
             rows = self._alias_rows(conn, mid, alias)
             if not rows:
                 raise UnknownRefError(f"{model} has no alias {alias!r} and never had one")
             stack = _replay([(row.new_version, bool(row.rollback)) for row in rows])
-            current = self._ref_target(conn, mid, "alias", alias)
+            current = self.meta.ref_target(conn, mid, "alias", alias)
             if to is not None:
                 target = self.resolve(self._alias_ref(model, to), conn)
                 if target.id == current:
@@ -272,7 +274,7 @@ class AliasesMixin:
                         f"{model}@{alias} has no earlier target to roll back to "
                         f"(history: tvc alias history {model} {alias})"
                     )
-                target = self._load_version(conn, rest[-1], files=False)
+                target = self.meta.load_version(conn, rest[-1], files=False)
             event = self._move_alias(
                 conn, mid, model, alias, target, reason=reason, force=force, rollback=True
             )

@@ -26,8 +26,8 @@ class AuditMixin:
         (``name`` is the version; from/to are states), metrics (``to`` holds the values set,
         ``from`` what those keys held before).
         """
-        with self.engine.connect() as conn:
-            mid = self._model_id(conn, model) if model is not None else None
+        with self.meta.read() as conn:
+            mid = self.meta.model_id(conn, model) if model is not None else None
             v, mo = s.versions.c, s.models.c
             q = sa.select(v.id, mo.name, v.number).join_from(
                 s.versions, s.models, v.model_id == mo.id

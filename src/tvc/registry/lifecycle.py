@@ -38,7 +38,7 @@ from tvc.errors import ConflictError, UsageError
 from tvc.registry import query
 from tvc.repo import names
 from tvc.repo import schema as s
-from tvc.repo.repository import default_author
+from tvc.repo.meta import default_author
 from tvc.repo.version import Version, iso
 
 DEFAULT_STATES = ("created", "training", "trained", "evaluated", "staged", "production", "archived")
@@ -234,7 +234,7 @@ class LifecycleMixin:
 
     def check_gate(self, gate: str, ref: str) -> list[GateFailure]:
         """The gates named ``gate`` that ``ref`` fails (empty: it passes, or no such gate)."""
-        with self.engine.connect() as conn:
+        with self.meta.read() as conn:
             return self._gate_failures(conn, gate, self.resolve(ref, conn))
 
     @staticmethod
@@ -255,7 +255,7 @@ class LifecycleMixin:
         lc = self.lifecycle_machine()
         if state not in lc.states:
             raise UsageError(f"unknown state {state!r} (states: {', '.join(lc.states)})")
-        with self.writing(), self.engine.begin() as conn:
+        with self.meta.write() as conn:
             v = self.resolve(ref, conn)
             if v.state == state:
                 return None
@@ -289,20 +289,20 @@ class LifecycleMixin:
                 overridden="; ".join(overridden) or None,
             )
             vc = s.versions.c
-            conn.execute(s.versions.update().where(vc.id == v.id).values(state=state))
             mid = conn.execute(sa.select(vc.model_id).where(vc.id == v.id)).scalar()
-            conn.execute(
-                s.state_events.insert().values(
-                    model_id=mid,
-                    version_id=v.id,
-                    old_state=event.old,
-                    new_state=event.new,
-                    actor=event.actor,
-                    at=event.at,
-                    reason=event.reason,
-                    forced=event.forced,
-                    overridden=event.overridden,
-                )
+            self.meta.lock_model(conn, mid)
+            conn.execute(s.versions.update().where(vc.id == v.id).values(state=state))
+            self.meta.record_state(
+                conn,
+                mid,
+                v.id,
+                old_state=event.old,
+                new_state=event.new,
+                actor=event.actor,
+                at=event.at,
+                reason=event.reason,
+                forced=event.forced,
+                overridden=event.overridden,
             )
             return event
 
@@ -316,12 +316,12 @@ class LifecycleMixin:
             .join(s.models, e.model_id == mo.id)
             .order_by(e.id)
         )
-        with self.engine.connect() as conn:
+        with self.meta.read() as conn:
             if "@" in target or "~" in target:
                 version = self.resolve(target, conn)
                 q = q.where(e.version_id == version.id)
             else:
-                q = q.where(e.model_id == self._model_id(conn, target))
+                q = q.where(e.model_id == self.meta.model_id(conn, target))
             rows = conn.execute(q).all()
         return [
             StateEvent(

@@ -56,7 +56,7 @@ class LineageMixin:
         """The graph of ``ref``'s inputs, ``depth`` version levels deep (None: all)."""
         if depth is not None and depth < 0:
             raise UsageError(f"--depth must be ≥ 0, got {depth}")
-        with self.engine.connect() as conn:
+        with self.meta.read() as conn:
             root = self.resolve(ref, conn)
             graph = Lineage(root.id)
             graph.nodes[root.id] = _version_node(root)
@@ -74,7 +74,7 @@ class LineageMixin:
                     continue
 
                 def add_version(vid: str, kind: str, name: str | None, level=level, src=v, **more):
-                    w = self._load_version(conn, vid, files=False)
+                    w = self.meta.load_version(conn, vid, files=False)
                     graph.nodes.setdefault(w.id, _version_node(w))
                     edge = {"from": src.id, "to": w.id, "kind": kind, "name": name, **more}
                     graph.edges.append(edge)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from tvc.errors import UsageError
 from tvc.registry.provenance import check_values
 from tvc.repo import schema as s
-from tvc.repo.repository import default_author
+from tvc.repo.meta import default_author
 from tvc.repo.version import Version, iso
 
 
@@ -51,29 +51,29 @@ class MetricsMixin:
         metrics = check_values(metrics, "metrics")
         if not metrics:
             raise UsageError("no metrics given (KEY=VALUE)")
-        with self.writing(), self.engine.begin() as conn:
+        with self.meta.write() as conn:
             v = self.resolve(ref, conn)
             vc = s.versions.c
             row = conn.execute(sa.select(vc.model_id, vc.extra_metrics).where(vc.id == v.id)).one()
             previous = {k: v.metrics[k] for k in metrics if k in v.metrics}
             extra = {**(row.extra_metrics or {}), **metrics}
+            self.meta.lock_model(conn, row.model_id)
             conn.execute(s.versions.update().where(vc.id == v.id).values(extra_metrics=extra))
-            conn.execute(
-                s.metric_events.insert().values(
-                    model_id=row.model_id,
-                    version_id=v.id,
-                    metrics=metrics,
-                    previous=previous,
-                    actor=default_author(),
-                    at=time.time(),
-                    reason=reason,
-                )
+            self.meta.record_metrics(
+                conn,
+                row.model_id,
+                v.id,
+                metrics=metrics,
+                previous=previous,
+                actor=default_author(),
+                at=time.time(),
+                reason=reason,
             )
-            return self._load_version(conn, v.id)
+            return self.meta.load_version(conn, v.id)
 
     def committed_metrics(self, ref: str) -> dict[str, Any]:
         """The metrics as committed (part of the id)."""
-        with self.engine.connect() as conn:
+        with self.meta.read() as conn:
             v = self.resolve(ref, conn)
             return (
                 conn.execute(
@@ -85,7 +85,7 @@ class MetricsMixin:
     def metric_history(self, ref: str) -> list[MetricEvent]:
         """Metrics added to a version after its commit, oldest first."""
         e = s.metric_events.c
-        with self.engine.connect() as conn:
+        with self.meta.read() as conn:
             v = self.resolve(ref, conn)
             rows = conn.execute(
                 sa.select(s.metric_events).where(e.version_id == v.id).order_by(e.id)

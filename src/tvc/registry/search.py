@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from tvc.errors import UsageError
 from tvc.registry import query as q
 from tvc.repo import schema as s
-from tvc.repo.repository import version_from_row
+from tvc.repo.meta import version_from_row
 from tvc.repo.version import Version
 
 
@@ -50,9 +50,9 @@ class SearchMixin:
             .join_from(s.versions, s.models, v.model_id == mo.id)
             .where(q.compile_where(query, states))
         )
-        with self.engine.connect() as conn:
+        with self.meta.read() as conn:
             if model is not None:
-                stmt = stmt.where(v.model_id == self._model_id(conn, model))
+                stmt = stmt.where(v.model_id == self.meta.model_id(conn, model))
             terms: list[Any] = []
             for key in orders:
                 terms += q.order_clauses(key, states)
@@ -83,7 +83,7 @@ class SearchMixin:
         """(kind, name) of the refs pointing at each of ``ids``, in one query per 500."""
         out: dict[str, list[tuple[str, str]]] = defaultdict(list)
         r = s.refs.c
-        with self.engine.connect() as conn:
+        with self.meta.read() as conn:
             for i in range(0, len(ids), 500):
                 q_ = (
                     sa.select(r.version_id, r.kind, r.name)

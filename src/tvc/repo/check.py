@@ -1,33 +1,47 @@
-"""``fsck`` and ``gc``: the repository's invariants, verified and enforced.
+"""``fsck``: the repository's invariants, verified — and the DB checked against the store.
 
 fsck checks exactly what the store and repo promise (see :mod:`tvc.store` and :mod:`tvc.repo`):
 every indexed pack exists with its recorded size, every chunk lies inside its pack and its delta
-base is indexed, every manifest hashes to its name and names only indexed chunks, every version
-hashes to its id and its refs and parents exist. ``read_data`` additionally reads every pack,
-checks it hashes to its name and decodes every chunk. gc removes what no version uses: unindexed
-packs (crash leftovers), chunks, manifests, and staging files.
+base is indexed, every manifest hashes to its name and names only indexed chunks, every live
+version hashes to its id and its records are in the store, refs point at live versions.
+``read_data`` additionally reads every pack, checks it hashes to its name and decodes every
+entry.
+
+Because the DB is an index over the store, fsck also asks whether the DB is *behind* the store:
+journal events in the store that the DB never recorded (a restored backup), or packs holding
+versions the DB does not know that the journal says were committed. That is an error naming
+the rebuild (`tvc fsck --rebuild-index`) — never advice for gc, which would delete them.
+
+fsck runs beside writers and gc: it reads one snapshot of the DB, and anything that looks
+wrong (a pack gone, a chunk elsewhere) is checked again against the current index before it
+is reported, so a pack that gc rewrote meanwhile is no error.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
-import os
+import json
+import time
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from tvc.errors import IntegrityError, StorageError
 from tvc.repo import schema as s
+from tvc.repo.meta import JOURNAL_PREFIX
 from tvc.repo.version import version_id
 from tvc.store import codecs, hashing
 from tvc.store.chunkstore import MAX_DELTA_DEPTH
 from tvc.store.index import chunks as chunks_t
 from tvc.store.index import packs as packs_t
-from tvc.store.packs import PackWriter, digest_of_object_name, iter_entries, pack_object_name
+from tvc.store.index import uploads as uploads_t
+from tvc.store.packs import Kind, digest_of_object_name, iter_entries, read_pack_index
 
 if TYPE_CHECKING:
     from tvc.repo.repository import Progress, Repository
+
+REBUILD = "run `tvc fsck --rebuild-index` to rebuild the DB from the store"
+GRACE = 3600.0  # seconds an unindexed pack may be a write in flight (see repo.gc)
 
 
 def _users_of(repo: Repository, conn: sa.Connection, cids: set[str]) -> dict[str, list[str]]:
@@ -46,25 +60,84 @@ def _users_of(repo: Repository, conn: sa.Connection, cids: set[str]) -> dict[str
     return users
 
 
-def check(repo: Repository, *, read_data: bool, progress: Progress) -> dict[str, Any]:
+def store_journal(repo: Repository) -> list[str]:
+    """Names of the journal events in the store."""
+    return sorted(repo.store.backend.list(JOURNAL_PREFIX))
+
+
+def db_behind(repo: Repository, conn: sa.Connection) -> list[str]:
+    """Journal events the store holds and the DB never recorded: the DB is older than the
+    store (a restored backup, or a DB that was replaced)."""
+    known = {r[0] for r in conn.execute(sa.select(s.journal.c.name))}
+    return [n for n in store_journal(repo) if n not in known]
+
+
+def unindexed_records(
+    repo: Repository, conn: sa.Connection, indexed: set[str]
+) -> dict[str, tuple[float, list[str]]]:
+    """Unindexed packs → (their age in seconds, ids of version records the DB lacks)."""
+    backend = repo.store.backend
+    versions = {r[0] for r in conn.execute(sa.select(s.versions.c.id))}
+    out = {}
+    now = time.time()
+    for name in backend.list("packs/"):
+        if name in indexed:
+            continue
+        try:
+            age = now - backend.mtime(name)
+            entries = read_pack_index(backend, name)
+        except (StorageError, IntegrityError):
+            out[name] = (0.0, [])
+            continue
+        out[name] = (
+            age,
+            [e.id for e in entries if e.kind == Kind.VERSION and e.id not in versions],
+        )
+    return out
+
+
+def check(repo: Repository, *, read_data: bool, repair: bool, progress: Progress) -> dict[str, Any]:
     errors: list[str] = []
     warnings: list[str] = []
     bad_chunks: set[str] = set()
+    repair = repair and not getattr(repo, "read_only", False)
+    # (kind, pack name or chunk id, message): confirmed against the current index at the end
+    suspects: list[tuple[str, str, str]] = []
     backend = repo.store.backend
-    with repo.engine.connect() as conn:
+    flushed = repo.meta.flush_journal()
+    if flushed:
+        warnings.append(f"wrote {flushed} journal event(s) an interrupted command had left")
+    with repo.meta.read() as conn:
+        behind = db_behind(repo, conn)
+        if behind:
+            errors.append(
+                f"the metadata DB is older than the store: it lacks {len(behind)} journal "
+                f"event(s) (the newest {behind[-1].removeprefix(JOURNAL_PREFIX)}); do not gc; "
+                + REBUILD
+            )
         packs = {row.id: row for row in conn.execute(sa.select(packs_t))}
         pack_sizes: dict[int, int] = {}
         for pid, row in packs.items():
             try:
                 pack_sizes[pid] = backend.size(row.name)
             except StorageError:
-                errors.append(f"pack {row.name} is indexed but missing")
+                if row.retired is None:
+                    suspects.append(
+                        ("missing", row.name, f"pack {row.name} is indexed but missing")
+                    )
                 continue
             if pack_sizes[pid] != row.size:
                 errors.append(f"pack {row.name}: size {pack_sizes[pid]}, index says {row.size}")
         indexed_names = {row.name for row in packs.values()}
-        for name in backend.list("packs/"):
-            if name not in indexed_names:
+        live_uploads = conn.execute(
+            sa.select(sa.func.count()).where(uploads_t.c.expires > time.time())
+        ).scalar()
+        for name, (age, lacking) in unindexed_records(repo, conn, indexed_names).items():
+            if lacking and behind:
+                errors.append(
+                    f"pack {name} holds {len(lacking)} version(s) the DB lacks; " + REBUILD
+                )
+            elif age > GRACE and not live_uploads:
                 warnings.append(f"pack {name} is not indexed (left by an interrupted write; gc)")
 
         chunk_rows = {row.id: row for row in conn.execute(sa.select(chunks_t))}
@@ -73,11 +146,15 @@ def check(repo: Repository, *, read_data: bool, progress: Progress) -> dict[str,
             if size is not None and row.offset + row.stored_len > size:
                 errors.append(f"chunk {cid} lies past the end of its pack")
                 bad_chunks.add(cid)
+            if row.pack_id not in pack_sizes and row.pack_id in packs:
+                bad_chunks.add(cid)
             if row.base and row.base not in chunk_rows:
                 errors.append(f"chunk {cid}: delta base {row.base} is not indexed")
                 bad_chunks.add(cid)
             if row.depth > MAX_DELTA_DEPTH:
                 errors.append(f"chunk {cid}: delta chain {row.depth} > {MAX_DELTA_DEPTH}")
+            if row.damaged:
+                bad_chunks.add(cid)
 
         manifest_ids = [r[0] for r in conn.execute(sa.select(s.manifests.c.id))]
         for mid in manifest_ids:
@@ -91,15 +168,18 @@ def check(repo: Repository, *, read_data: bool, progress: Progress) -> dict[str,
             for cid, n in m.chunks:
                 row = chunk_rows.get(cid)
                 if row is None:
-                    errors.append(f"manifest {mid}: chunk {cid} is not indexed")
-                    bad_chunks.add(cid)
+                    suspects.append(("chunk", cid, f"manifest {mid}: chunk {cid} is not indexed"))
                 elif row.raw_len != n:
                     errors.append(f"manifest {mid}: chunk {cid} length {n} != {row.raw_len}")
 
         known_manifests = set(manifest_ids)
-        version_ids = [r[0] for r in conn.execute(sa.select(s.versions.c.id))]
-        for vid in version_ids:
-            v = repo._load_version(conn, vid)
+        rows = conn.execute(
+            sa.select(s.versions.c.id, s.versions.c.metrics).where(s.versions.c.deleted.is_(None))
+        ).all()
+        version_ids = {vid for vid, _m in rows}
+        unrecorded = 0
+        for vid, committed in rows:
+            v = repo.meta.load_version(conn, vid)
             for fe in v.files:
                 if fe.manifest_id not in known_manifests:
                     errors.append(f"{v.ref}:{fe.path}: manifest {fe.manifest_id} missing")
@@ -111,16 +191,23 @@ def check(repo: Repository, *, read_data: bool, progress: Progress) -> dict[str,
                 author=v.author,
                 created=v.created,
                 params=v.params,
-                metrics=_committed_metrics(conn, v),
+                metrics=committed or {},
                 datasets=v.datasets,
                 code=v.code,
                 base=v.base,
             )
             if recomputed != vid:
                 errors.append(f"{v.ref}: metadata does not hash to its id {vid[:12]}")
+            if vid not in chunk_rows:
+                unrecorded += 1
+        if unrecorded:
+            warnings.append(
+                f"{unrecorded} version record(s) are only in the DB (committed by an older tvc): "
+                "a rebuild could not restore them"
+            )
         for (vid,) in conn.execute(sa.select(s.refs.c.version_id)):
             if vid not in version_ids:
-                errors.append(f"a ref points to missing version {vid}")
+                errors.append(f"a ref points to a missing or deleted version {vid}")
 
         checked = {
             "packs": len(packs),
@@ -130,47 +217,187 @@ def check(repo: Repository, *, read_data: bool, progress: Progress) -> dict[str,
             "bytes_read": 0,
         }
         if read_data:
-            total = sum(row.size for row in packs.values())
+            total = sum(row.size for pid, row in packs.items() if pid in pack_sizes)
             progress.start("fsck", total)
             known = repo.store.infos(chunk_rows)  # delta bases resolve without a query each
             try:
                 for pid, row in packs.items():
                     if pid not in pack_sizes:
                         continue
-                    n = _read_pack(repo, row, chunk_rows, known, errors, bad_chunks)
+                    n = _read_pack(repo, row, chunk_rows, known, suspects, bad_chunks)
                     checked["bytes_read"] += n
                     progress.advance(row.size)
             finally:
                 progress.finish()
-        if bad_chunks:
+    confirmed = _confirmed(repo, suspects, bad_chunks)
+    bad_chunks = _still_bad(repo, bad_chunks)
+    if repair and bad_chunks:
+        restored = _restore_records(repo, bad_chunks)
+        if restored:
+            warnings.append(
+                f"wrote {len(restored)} manifest/version record(s) again from the DB "
+                "(their stored copies were missing or corrupt)"
+            )
+            bad_chunks -= restored
+    dropped = _drop_empty_missing_packs(repo) if repair else set()
+    errors += [e for e in confirmed if not any(name in e for name in dropped)]
+    if dropped:
+        warnings.append(f"dropped {len(dropped)} lost pack(s) nothing needs any more")
+    if bad_chunks:
+        with repo.meta.read() as conn:
             users = _users_of(repo, conn, bad_chunks)
-            for cid in sorted(bad_chunks):
-                if users.get(cid):
-                    errors.append(f"chunk {cid} is used by {', '.join(sorted(users[cid]))}")
+        for cid in sorted(bad_chunks):
+            used = f"; used by {', '.join(sorted(users[cid]))}" if users.get(cid) else ""
+            errors.append(f"chunk {cid} is missing or corrupt{used}")
+        if repair:
+            with repo.meta.write() as conn:
+                ids = sorted(bad_chunks)
+                for i in range(0, len(ids), 500):
+                    conn.execute(
+                        chunks_t.update()
+                        .where(chunks_t.c.id.in_(ids[i : i + 500]))
+                        .values(damaged=True)
+                    )
+            errors.append(
+                f"marked {len(bad_chunks)} chunk(s) damaged: committing the original files "
+                "again stores them anew and repairs every version that uses them"
+            )
     return {"ok": not errors, "errors": errors, "warnings": warnings, "checked": checked}
 
 
-def _committed_metrics(conn: sa.Connection, v) -> dict:
-    """The metrics as committed: the ``versions.metrics`` column, which never changes (metrics
-    added after the commit live elsewhere and are not part of the id)."""
-    q = sa.select(s.versions.c.metrics).where(s.versions.c.id == v.id)
-    return conn.execute(q).scalar() or {}
+def _confirmed(repo: Repository, suspects: list[tuple[str, str, str]], bad: set[str]) -> list[str]:
+    """The suspect findings that still hold against the current index (gc may have moved a
+    chunk, or retired a pack, since fsck's snapshot)."""
+    if not suspects:
+        return []
+    out = []
+    with repo.meta.read() as conn:
+        live_packs = {
+            r[0] for r in conn.execute(sa.select(packs_t.c.name).where(packs_t.c.retired.is_(None)))
+        }
+        for kind, what, message in suspects:
+            if kind == "chunk":
+                if repo.store.info(what) is None:
+                    out.append(message)
+                    bad.add(what)
+            elif what in live_packs and (kind == "damaged" or not repo.store.backend.exists(what)):
+                out.append(message)
+                pid = conn.execute(sa.select(packs_t.c.id).where(packs_t.c.name == what)).scalar()
+                bad.update(
+                    r[0]
+                    for r in conn.execute(sa.select(chunks_t.c.id).where(chunks_t.c.pack_id == pid))
+                )
+    return out
 
 
-def _read_pack(repo, row, chunk_rows, known, errors: list[str], bad: set[str]) -> int:
+def _restore_records(repo: Repository, bad: set[str]) -> set[str]:
+    """Store again the manifest and version records among ``bad`` that the DB still holds:
+    the DB is an index over the store, but while it is intact it can repair the store's copy
+    of what it indexes (the inverse of a rebuild)."""
+    from tvc.repo.version import version_record
+
+    records: list[tuple[str, Kind, bytes]] = []
+    with repo.meta.read() as conn:
+        v = s.versions.c
+        for rid in sorted(bad):
+            kind = conn.execute(sa.select(chunks_t.c.kind).where(chunks_t.c.id == rid)).scalar()
+            if kind == Kind.MANIFEST:
+                body = conn.execute(
+                    sa.select(s.manifests.c.body).where(s.manifests.c.id == rid)
+                ).scalar()
+                if body is not None:
+                    m = repo.manifest(rid)
+                    records.append((rid, Kind.MANIFEST, m.canonical()))
+            elif kind == Kind.VERSION:
+                row = conn.execute(sa.select(v.metrics).where(v.id == rid)).first()
+                if row is None:
+                    continue
+                ver = repo.meta.load_version(conn, rid)
+                raw = version_record(
+                    model=ver.model,
+                    parents=list(ver.parents),
+                    files=list(ver.files),
+                    message=ver.message,
+                    author=ver.author,
+                    created=ver.created,
+                    params=ver.params,
+                    metrics=row.metrics or {},
+                    datasets=ver.datasets,
+                    code=ver.code,
+                    base=ver.base,
+                )
+                records.append((rid, Kind.VERSION, raw))
+    if not records:
+        return set()
+    session = repo.store.session()
+    try:
+        done = set()
+        for rid, kind, raw in records:
+            session.healed.add(rid)
+            session.force.add(rid)
+            if session.put_record(kind, raw) == rid:
+                done.add(rid)
+        session.flush()
+        with repo.meta.write() as conn:
+            session.index_into(conn)
+    except BaseException:
+        session.abort()
+        raise
+    finally:
+        session.end_lease()
+    return done
+
+
+def _drop_empty_missing_packs(repo: Repository) -> set[str]:
+    """Index rows of lost packs that no chunk row points into any more (all healed)."""
+    dropped = set()
+    with repo.meta.write() as conn:
+        for pid, name in conn.execute(sa.select(packs_t.c.id, packs_t.c.name)).all():
+            used = conn.execute(
+                sa.select(chunks_t.c.id).where(chunks_t.c.pack_id == pid).limit(1)
+            ).first()
+            if used is None and not repo.store.backend.exists(name):
+                conn.execute(packs_t.delete().where(packs_t.c.id == pid))
+                dropped.add(name)
+    return dropped
+
+
+def _still_bad(repo: Repository, bad: set[str]) -> set[str]:
+    """Drop chunks that are fine now: moved by gc to another pack, or deleted as garbage."""
+    if not bad:
+        return bad
+    infos = repo.store.infos(bad, with_bases=True)
+    out = set()
+    for cid in bad:
+        info = infos.get(cid)
+        if info is None:
+            continue  # gone from the index: gc took it (unreferenced), not damage
+        try:
+            repo.store.read(cid, info, infos)
+        except (IntegrityError, StorageError):
+            out.add(cid)
+    return out
+
+
+def _read_pack(repo, row, chunk_rows, known, suspects, bad: set[str]) -> int:
     try:
         blob = repo.store.backend.get(row.name)
     except StorageError as exc:
-        errors.append(f"pack {row.name}: {exc}")
+        suspects.append(("missing", row.name, f"pack {row.name}: {exc}"))
         return 0
     if hashing.digest(blob) != digest_of_object_name(row.name):
-        errors.append(f"pack {row.name}: content does not hash to its name")
+        suspects.append(
+            ("damaged", row.name, f"pack {row.name}: content does not hash to its name")
+        )
+        for cid, c in chunk_rows.items():
+            if c.pack_id == row.id:
+                bad.add(cid)
     seen = 0
     try:
         for entry, payload in iter_entries(blob, row.name):
             idx = chunk_rows.get(entry.id)
             if idx is None or idx.pack_id != row.id or idx.offset != entry.offset:
-                continue  # an unindexed copy (e.g. a repack leftover); gc's business
+                continue  # an unindexed copy (a duplicate of a concurrent writer); gc's business
             seen += 1
             try:
                 base = repo.store.read(entry.base, None, known) if entry.base else None
@@ -179,103 +406,22 @@ def _read_pack(repo, row, chunk_rows, known, errors: list[str], bad: set[str]) -
             except IntegrityError:
                 ok = False
             if not ok:
-                errors.append(f"chunk {entry.id} in pack {row.name} is corrupt")
                 bad.add(entry.id)
-    except IntegrityError as exc:
-        errors.append(str(exc))
+    except IntegrityError:
+        pass
     expected = sum(1 for c in chunk_rows.values() if c.pack_id == row.id)
     if seen != expected:
-        errors.append(f"pack {row.name}: {expected - seen} indexed chunks not found in the pack")
         for cid, c in chunk_rows.items():
             if c.pack_id == row.id:
                 bad.add(cid)
     return len(blob)
 
 
-def collect_garbage(repo: Repository, *, dry_run: bool) -> dict[str, Any]:
-    """Remove what no version uses. The caller holds the writer lock."""
-    backend = repo.store.backend
-    report: dict[str, Any] = {
-        "dry_run": dry_run,
-        "unindexed_packs": 0,
-        "packs_removed": 0,
-        "packs_rewritten": 0,
-        "chunks_removed": 0,
-        "manifests_removed": 0,
-        "bytes_freed": 0,
-        "temp_files": 0,
-    }
-    with repo.engine.connect() as conn:
-        live_manifests, live_chunks = repo._reachable(conn)
-        packs = {row.id: row for row in conn.execute(sa.select(packs_t))}
-        by_pack: dict[int, list] = collections.defaultdict(list)
-        for row in conn.execute(sa.select(chunks_t)):
-            by_pack[row.pack_id].append(row)
-        all_manifests = {r[0] for r in conn.execute(sa.select(s.manifests.c.id))}
-    dead_manifests = all_manifests - live_manifests
-    report["manifests_removed"] = len(dead_manifests)
-
-    indexed = {row.name for row in packs.values()}
-    orphans = [n for n in backend.list("packs/") if n not in indexed]
-    report["unindexed_packs"] = len(orphans)
-    for name in orphans:
-        report["bytes_freed"] += backend.size(name)
-    temps = list(repo.store.staging.glob("*")) if repo.store.staging.exists() else []
-    temps += backend.temp_files() if hasattr(backend, "temp_files") else []
-    report["temp_files"] = len(temps)
-
-    plans = []  # (pack row, live rows, dead rows)
-    for pid, row in packs.items():
-        rows = by_pack.get(pid, [])
-        live = [r for r in rows if r.id in live_chunks]
-        dead = [r for r in rows if r.id not in live_chunks]
-        if dead or not rows:
-            plans.append((row, live, dead))
-            report["chunks_removed"] += len(dead)
-            report["bytes_freed"] += sum(r.stored_len for r in dead) + (
-                0 if live else row.size - sum(r.stored_len for r in dead)
-            )
-            report["packs_removed" if not live else "packs_rewritten"] += 1
-    if dry_run:
-        return report
-
-    for name in orphans:
-        backend.delete(name)
-    for p in temps:
-        with contextlib.suppress(OSError):
-            os.unlink(p)
-    for row, live, dead in plans:
-        new_name = None
-        if live:
-            writer = PackWriter(repo.store.staging)
-            try:
-                for r in live:
-                    payload = backend.get(row.name, r.offset, r.stored_len)
-                    writer.add(r.id, payload, r.raw_len, r.codec, r.base, r.depth, r.plain_len)
-                new_name = pack_object_name(writer.finish())
-                backend.put(new_name, writer.path)
-            except BaseException:
-                writer.discard()
-                raise
-        with repo.engine.begin() as conn:
-            if live:
-                new_id = conn.execute(
-                    packs_t.insert().values(name=new_name, size=writer.size, created=row.created)
-                ).inserted_primary_key[0]
-                for entry in writer.entries:
-                    conn.execute(
-                        chunks_t.update()
-                        .where(chunks_t.c.id == entry.id)
-                        .values(pack_id=new_id, offset=entry.offset)
-                    )
-            dead_ids = [r.id for r in dead]
-            for i in range(0, len(dead_ids), 500):
-                conn.execute(chunks_t.delete().where(chunks_t.c.id.in_(dead_ids[i : i + 500])))
-            conn.execute(packs_t.delete().where(packs_t.c.id == row.id))
-        backend.delete(row.name)
-    if dead_manifests:
-        with repo.engine.begin() as conn:
-            ids = list(dead_manifests)
-            for i in range(0, len(ids), 500):
-                conn.execute(s.manifests.delete().where(s.manifests.c.id.in_(ids[i : i + 500])))
-    return report
+def parse_event(raw: bytes, name: str) -> dict[str, Any]:
+    try:
+        event = json.loads(raw)
+        if not isinstance(event, dict) or "type" not in event:
+            raise ValueError("not an event")
+        return event
+    except ValueError as exc:
+        raise IntegrityError(f"journal event {name} is malformed ({exc})") from exc

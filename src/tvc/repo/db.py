@@ -1,9 +1,16 @@
-"""The metadata DB: engine setup and schema migrations.
+"""The metadata DB: URLs, engine setup and schema migrations.
 
 SQLite (WAL, ``synchronous=FULL``) is the embedded default: a commit acknowledged to the user is
-in the WAL and fsynced, so it survives a crash. PostgreSQL works by URL. Every open checks the
-schema revision and migrates with Alembic when it is behind, so an old registry keeps working
-after an upgrade of tvc.
+in the WAL and fsynced, so it survives a crash. PostgreSQL works by URL. The DB is an *index*
+over the store (see :mod:`tvc.repo.meta`), so it is opened strictly: a missing or empty DB is an
+error that names the rebuild, never a fresh start, and a schema that is behind is migrated with
+Alembic.
+
+Transactions: SQLite's default ``BEGIN`` takes its write lock only at the first write, so two
+read-then-write transactions can deadlock; every write transaction here starts with ``BEGIN
+IMMEDIATE`` instead (it waits for the lock up front, up to the busy timeout), and a read
+transaction with a plain ``BEGIN`` sees one snapshot for all its queries. pysqlite's own
+transaction handling is turned off so that SQLAlchemy's begin is the only one.
 """
 
 from __future__ import annotations
@@ -12,26 +19,75 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from tvc.errors import StorageError
+from tvc.errors import StorageError, UsageError
 from tvc.repo import schema  # noqa: F401 - registers the repo tables
-from tvc.store.index import metadata
+from tvc.store.index import damaged, metadata
 
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 _MIGRATIONS = Path(__file__).parent / "migrations"
+WRITE = "tvc_write"  # execution option of a connection whose transaction writes
 
 
-def create_engine(url: str) -> sa.Engine:
+def normalize_url(url: str, base: Path) -> str:
+    """A metadata URL as SQLAlchemy takes it; a relative SQLite path lives under ``base``.
+
+    Only the schemes tvc supports are accepted: a typo must not open some other database.
+    """
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if not path or path == ":memory:":
+            raise UsageError(f"metadata URL {url!r}: give a file (sqlite:///PATH)")
+        return f"sqlite:///{base / path}" if not path.startswith("/") else url
+    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    scheme = url.split("://", 1)[0] if "://" in url else url
+    raise UsageError(
+        f"unknown metadata URL {scheme!r}: use sqlite:///PATH or postgresql://USER@HOST/DB"
+    )
+
+
+def sqlite_path(url: str) -> Path | None:
+    return Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
+
+
+def read_only_url(url: str) -> str:
+    """The URL that opens a SQLite DB without writing anything beside it (a registry shared
+    read-only: no write permission on ``.tvc/``, or a read-only mount).
+
+    ``mode=ro`` reads a WAL database while its writer keeps the ``-wal``/``-shm`` files; with
+    none there (no writer active) SQLite could not create them, so the file is opened
+    ``immutable``. Either way nothing is written.
+    """
+    path = sqlite_path(url)
+    assert path is not None
+    wal = path.with_name(path.name + "-wal")
+    flag = "mode=ro" if wal.exists() else "immutable=1"
+    return f"sqlite:///file:{path}?{flag}&uri=true"
+
+
+def create_engine(url: str, *, busy_timeout: float = 60.0) -> sa.Engine:
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        read_only = "mode=ro" in url or "immutable=1" in url
+        engine = sa.create_engine(
+            url, connect_args={"timeout": busy_timeout, "check_same_thread": False}
+        )
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
+            dbapi_conn.isolation_level = None  # SQLAlchemy's begin below is the only one
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
+            if not read_only:
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn):  # pragma: no cover - trivial
+            write = conn.get_execution_options().get(WRITE)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
@@ -40,27 +96,47 @@ def create_engine(url: str) -> sa.Engine:
 def current_revision(engine: sa.Engine) -> str | None:
     """The schema revision Alembic recorded, read directly: importing Alembic costs 0.2 s of
     every CLI start, and it is only needed when there is something to migrate."""
-    with engine.connect() as conn:
-        if not sa.inspect(conn).has_table("alembic_version"):
-            return None
-        return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    except sa.exc.OperationalError as exc:
+        raise StorageError(f"cannot open the metadata DB: {exc.orig}") from exc
+    except sa.exc.DatabaseError as exc:
+        raise damaged(exc, str(engine.url)) from exc
 
 
 def migrate(engine: sa.Engine) -> None:
     """Bring the schema to ``SCHEMA_HEAD`` (a no-op when it is there already)."""
     try:
-        if current_revision(engine) == SCHEMA_HEAD:
+        rev = current_revision(engine)
+        if rev == SCHEMA_HEAD:
             return
+        if rev is not None and rev > SCHEMA_HEAD:
+            raise UsageError(
+                f"the metadata DB has schema {rev}, newer than this tvc knows ({SCHEMA_HEAD}): "
+                "upgrade tvc"
+            )
         from alembic import command
         from alembic.config import Config
 
         cfg = Config()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        with engine.connect() as conn:
+            conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot open the metadata DB: {exc.orig}") from exc
 
 
-__all__ = ["SCHEMA_HEAD", "create_engine", "metadata", "migrate"]
+__all__ = [
+    "SCHEMA_HEAD",
+    "create_engine",
+    "current_revision",
+    "metadata",
+    "migrate",
+    "normalize_url",
+]

@@ -68,15 +68,23 @@ class Manifest:
             raise IntegrityError(f"manifest {expected_id}: cannot decompress ({exc})") from exc
         if expected_id is not None and hashing.digest(raw) != expected_id:
             raise IntegrityError(f"manifest {expected_id}: content does not match its hash")
-        doc = json.loads(raw)
-        return cls(
-            size=doc["size"],
-            digest=doc["digest"],
-            format=doc["format"],
-            chunks=[(c, n) for c, n in doc["chunks"]],
-            tensors=[TensorEntry(n, d, tuple(s), o, ln) for n, d, s, o, ln in doc["tensors"]],
-            metadata=doc.get("metadata", {}),
-        )
+        return cls.from_canonical(raw, expected_id)
+
+    @classmethod
+    def from_canonical(cls, raw: bytes, name: str | None = None) -> Manifest:
+        """A manifest from its canonical JSON (as kept in the store); malformed → integrity."""
+        try:
+            doc = json.loads(raw)
+            return cls(
+                size=doc["size"],
+                digest=doc["digest"],
+                format=doc["format"],
+                chunks=[(c, n) for c, n in doc["chunks"]],
+                tensors=[TensorEntry(n, d, tuple(s), o, ln) for n, d, s, o, ln in doc["tensors"]],
+                metadata=doc.get("metadata", {}),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"manifest {name}: malformed ({exc})") from exc
 
     # -- lookups ---------------------------------------------------------------------------
     @property

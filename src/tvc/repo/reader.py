@@ -29,7 +29,7 @@ class VersionReader:
         return [f.path for f in self.version.files]
 
     def manifest(self, path: str) -> Manifest:
-        return self.repo.manifest(self.repo._file(self.version, path).manifest_id)
+        return self.repo.manifest(self.repo.file_entry(self.version, path).manifest_id)
 
     def read(self, path: str) -> bytes:
         return self.repo.read(self.version, path)

@@ -1,32 +1,37 @@
-"""The repository: a registry on disk — config, metadata DB, chunk store, writer lock.
+"""The repository: a registry on disk — config, metadata store, chunk store.
 
 Layout of ``.tvc/``::
 
     config.toml     settings (store URL, metadata URL, lifecycle, gates)
-    tvc.db          SQLite metadata (WAL): chunk index, models, versions, manifests, refs
-    objects/packs/  pack files, named by their BLAKE3
+    tvc.db          SQLite metadata (WAL): an index over the store — chunk index, models,
+                    versions, manifests, refs, audit logs (rebuilt by `fsck --rebuild-index`)
+    objects/packs/  pack files, named by their BLAKE3: chunks, and the manifest and version
+                    records
+    objects/journal/ one object per metadata event (numbers, refs, states, metrics, deletions)
     tmp/            staging for packs being written (garbage after a crash; gc removes it)
-    lock            the writer lock: one writer at a time, readers never wait
 
-A commit writes packs (durably), then indexes their chunks and records the version and moves the
-branch in one DB transaction. A crash before that transaction leaves unindexed packs that gc
-removes; a crash after it leaves a complete version. Nothing in between is visible.
+A commit writes packs durably — chunks, then its manifests and its version record — with no
+lock held, then in one short DB transaction indexes them, takes the next version number and
+moves the branch by compare-and-swap; the journal event follows. A crash before the
+transaction leaves unindexed packs that gc removes after its grace period; a crash after it
+leaves a complete version. Nothing in between is visible.
+
+Two commits to one branch at once both land, in a linear history: the one whose transaction
+comes second finds the branch moved, re-parents its version record on the new head and tries
+again (its chunks are stored already) — unless the caller asked for a specific head
+(``expected_head``, as merge does), which is then a ConflictError.
 """
 
 from __future__ import annotations
 
-import getpass
 import os
-import subprocess
 import time
 import tomllib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import filelock
 import sqlalchemy as sa
 import tomli_w
 
@@ -35,8 +40,8 @@ from tvc.errors import (
     ConflictError,
     ExistsError,
     IntegrityError,
-    LockTimeoutError,
     NotARegistryError,
+    StorageError,
     UnknownRefError,
     UsageError,
 )
@@ -52,16 +57,22 @@ from tvc.repo.files import (
     write_file,
 )
 from tvc.repo.manifest import Manifest
-from tvc.repo.version import FileEntry, Version, version_id
+from tvc.repo.meta import Metadata, default_author, version_from_row
+from tvc.repo.version import FileEntry, Version, version_record
 from tvc.store import durable
-from tvc.store.backends import LocalBackend
-from tvc.store.chunkstore import ChunkStore
+from tvc.store.backends import open_backend
+from tvc.store.chunkstore import ChunkStore, WriteSession
 from tvc.store.index import chunks as chunks_t
+from tvc.store.index import insert_new
 from tvc.store.index import packs as packs_t
+from tvc.store.packs import Kind
 
 REGISTRY_DIR = ".tvc"
 FORMAT_VERSION = 1
 DEFAULT_LOCK_TIMEOUT = 60.0
+COMMIT_ATTEMPTS = 8
+
+__all__ = ["CommitResult", "Repository", "default_author", "find_root", "version_from_row"]
 
 
 @dataclass(frozen=True)
@@ -95,46 +106,35 @@ class CommitResult(Version):
         }
 
 
-def version_from_row(
-    row: Any, model: str, parents: list[str], files: tuple[FileEntry, ...] = ()
-) -> Version:
-    """A ``Version`` from a ``versions`` table row (the one place that reads its columns).
+class _BranchMoved(Exception):
+    """The branch is no longer where the commit started (internal: the commit re-parents)."""
 
-    Metrics added after the commit (``extra_metrics``) win over committed ones; the id covers
-    only the committed ``metrics`` column.
-    """
-    return Version(
-        id=row.id,
-        model=model,
-        number=row.number,
-        message=row.message,
-        author=row.author,
-        created=row.created,
-        params=row.params or {},
-        metrics={**(row.metrics or {}), **(row.extra_metrics or {})},
-        datasets=row.datasets or {},
-        code=row.code,
-        base=row.base,
-        parents=tuple(parents),
-        state=row.state,
-        size=row.size,
-        files=files,
-    )
+    def __init__(self, head: str | None) -> None:
+        self.head = head
 
 
-def default_author() -> str:
-    env = os.environ.get("TVC_AUTHOR")
-    if env:
-        return env
+class _ChunksGone(Exception):
+    """Chunks the commit deduplicated against are gone (gc, damage): store them again."""
+
+    def __init__(self, ids: set[str]) -> None:
+        self.ids = ids
+
+
+def lock_timeout() -> float:
+    raw = os.environ.get("TVC_LOCK_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_LOCK_TIMEOUT
     try:
-        out = subprocess.run(
-            ["git", "config", "user.name"], capture_output=True, text=True, timeout=5
-        )
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return getpass.getuser()
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (0 <= value < 1e7):
+        raise UsageError(f"TVC_LOCK_TIMEOUT={raw!r}: expected a number of seconds")
+    return value
+
+
+def _writable(dbfile: Path) -> bool:
+    return os.access(dbfile.parent, os.W_OK) and os.access(dbfile, os.W_OK)
 
 
 def find_root(start: str | os.PathLike[str] | None = None) -> Path:
@@ -158,46 +158,112 @@ def find_root(start: str | os.PathLike[str] | None = None) -> Path:
 
 
 class Repository:
-    """A registry on the local disk. Thread-safe for readers; writers take the lock."""
+    """A registry: config, a metadata store (``.meta``) and a chunk store (``.store``).
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    Thread-safe; several processes may read and write it at once (writes are serialized only
+    for the length of their metadata transaction).
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, _rebuild: bool = False):
         self.root = find_root(path)
         self.dir = self.root / REGISTRY_DIR
         self.config = self._read_config()
         if self.config.get("core", {}).get("format") != FORMAT_VERSION:
             raise NotARegistryError(f"{self.dir}: unsupported registry format")
-        url = self.config.get("metadata", {}).get("url") or "sqlite:///tvc.db"
-        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-            url = f"sqlite:///{self.dir / url[len('sqlite:///') :]}"
-        self.engine = db.create_engine(url)
-        db.migrate(self.engine)
+        self.db_url = db.normalize_url(
+            self.config.get("metadata", {}).get("url") or "sqlite:///tvc.db", self.dir
+        )
         store_url = self.config.get("store", {}).get("url") or "objects"
-        backend = LocalBackend(self.dir / store_url)
+        backend = open_backend(store_url, base=self.dir)
+        self.store_where = store_url
+        dbfile = db.sqlite_path(self.db_url)
+        where = str(dbfile) if dbfile else self.db_url.split("@")[-1]
+        if not _rebuild and dbfile is not None:
+            try:
+                missing = (
+                    "missing"
+                    if not dbfile.exists()
+                    else "empty"
+                    if not dbfile.stat().st_size
+                    else ""
+                )
+            except OSError as exc:
+                raise durable.storage_error(exc, f"cannot read {dbfile}") from exc
+            if missing:
+                raise self._lost_db(backend, where, missing)
+        # A registry shared read-only (no write permission on .tvc/, a read-only mount): read
+        # commands work; a write fails with a storage error (exit 10) at its transaction.
+        self.read_only = dbfile is not None and not _rebuild and not _writable(dbfile)
+        url = db.read_only_url(self.db_url) if self.read_only else self.db_url
+        self.engine = db.create_engine(url, busy_timeout=lock_timeout())
+        if not _rebuild:
+            rev = db.current_revision(self.engine)
+            if rev is None:
+                self.engine.dispose()
+                raise self._lost_db(backend, where, "empty")
+            if self.read_only and rev != db.SCHEMA_HEAD:
+                self.engine.dispose()
+                raise StorageError(
+                    f"{self.dir} needs a schema upgrade ({rev} → {db.SCHEMA_HEAD}), which needs "
+                    "write access: run any tvc command there as a user who can write to it"
+                )
+            db.migrate(self.engine)
         self.store = ChunkStore(backend, self.engine, self.dir / "tmp")
+        self.meta = Metadata(self.engine, backend, where)
         self._manifest_cache: dict[str, Manifest] = {}
+
+    @staticmethod
+    def _lost_db(backend, where: str, what: str) -> IntegrityError:
+        try:
+            held = sum(1 for _ in backend.list("packs/"))
+        except Exception:
+            held = -1
+        holds = f"the store holds {held} pack(s)" if held >= 0 else "the store may hold versions"
+        return IntegrityError(
+            f"the metadata DB {where} is {what}, but this is a registry: {holds}. Rebuild the DB "
+            "from the store with `tvc fsck --rebuild-index` (or restore a backup of it)"
+        )
 
     # -- creation --------------------------------------------------------------------------
     @classmethod
-    def init(cls, path: str | os.PathLike[str] = ".") -> Repository:
+    def init(
+        cls,
+        path: str | os.PathLike[str] = ".",
+        *,
+        store: str | None = None,
+        metadata: str | None = None,
+    ) -> Repository:
         root = Path(path).absolute()
         regdir = root / REGISTRY_DIR
         if (regdir / "config.toml").exists():
             raise ExistsError(f"a tvc registry already exists at {regdir}")
-        regdir.mkdir(parents=True, exist_ok=True)
-        (regdir / "objects").mkdir(exist_ok=True)
-        (regdir / "tmp").mkdir(exist_ok=True)
+        try:
+            regdir.mkdir(parents=True, exist_ok=True)
+            (regdir / "tmp").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise durable.storage_error(exc, f"cannot create {regdir}") from exc
         config = {
             "core": {"format": FORMAT_VERSION},
-            "metadata": {"url": "sqlite:///tvc.db"},
-            "store": {"url": "objects"},
+            "metadata": {"url": metadata or "sqlite:///tvc.db"},
+            "store": {"url": store or "objects"},
         }
+        open_backend(config["store"]["url"], base=regdir)  # refuses an unknown scheme
+        url = db.normalize_url(config["metadata"]["url"], regdir)
+        engine = db.create_engine(url, busy_timeout=lock_timeout())
+        try:
+            if db.current_revision(engine) is not None and metadata:
+                raise ExistsError(f"the metadata DB {url.split('@')[-1]} is in use already")
+            db.migrate(engine)
+        finally:
+            engine.dispose()
+        # config.toml last: a half-made directory is not taken for a registry.
         durable.write_bytes(regdir / "config.toml", tomli_w.dumps(config).encode())
         return cls(root)
 
     def _read_config(self) -> dict[str, Any]:
         try:
             return tomllib.loads((self.dir / "config.toml").read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise NotARegistryError(f"{self.dir}/config.toml: {exc}") from exc
 
     def close(self) -> None:
@@ -209,57 +275,20 @@ class Repository:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- locking ---------------------------------------------------------------------------
-    @contextmanager
-    def writing(self) -> Iterator[None]:
-        """Hold the writer lock. A second writer waits up to TVC_LOCK_TIMEOUT seconds."""
-        timeout = float(os.environ.get("TVC_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT))
-        lock = filelock.FileLock(str(self.dir / "lock"), timeout=timeout)
-        try:
-            lock.acquire()
-        except filelock.Timeout as exc:
-            raise LockTimeoutError(
-                f"another tvc process is writing to {self.dir} (waited {timeout:g} s for "
-                f"its lock); try again later or set TVC_LOCK_TIMEOUT"
-            ) from exc
-        try:
-            yield
-        finally:
-            lock.release()
-
-    # -- models and refs -------------------------------------------------------------------
-    def _model_id(self, conn: sa.Connection, model: str, *, create: bool = False) -> int:
-        names.check_model_name(model)
-        mid = conn.execute(sa.select(s.models.c.id).where(s.models.c.name == model)).scalar()
-        if mid is None:
-            if not create:
-                known = conn.execute(sa.select(s.models.c.name).order_by(s.models.c.name))
-                listed = ", ".join(r[0] for r in known) or "none yet"
-                raise UnknownRefError(f"unknown model {model!r} (models: {listed})")
-            mid = conn.execute(
-                s.models.insert().values(name=model, created=time.time())
-            ).inserted_primary_key[0]
-        return mid
-
-    def _ref_target(self, conn: sa.Connection, mid: int, kind: str, name: str) -> str | None:
-        r = s.refs.c
-        q = sa.select(r.version_id).where(r.model_id == mid, r.kind == kind, r.name == name)
-        return conn.execute(q).scalar()
-
+    # -- refs ------------------------------------------------------------------------------
     def resolve(self, ref: str | names.Ref, conn: sa.Connection | None = None) -> Version:
         """The version a reference names. Unknown → UnknownRefError; ambiguous → lists them."""
         if conn is None:
-            with self.engine.connect() as c:
+            with self.meta.read() as c:
                 return self.resolve(ref, c)
         r = names.parse_ref(ref) if isinstance(ref, str) else ref
-        mid = self._model_id(conn, r.model)
+        mid = self.meta.model_id(conn, r.model)
         candidates: dict[str, list[str]] = {}  # version id -> how it matched
 
         m = names.VERSION_RE.match(r.rev)
         if m:
-            v = s.versions.c
-            q = sa.select(v.id).where(v.model_id == mid, v.number == int(m.group(1)))
-            vid = conn.execute(q).scalar()
+            number = int(m.group(1))
+            vid = self.meta.version_by_number(conn, mid, number) if number < 2**62 else None
             if vid is None:
                 raise UnknownRefError(f"{r.model} has no version {r.rev}")
             candidates[vid] = [r.rev]
@@ -270,7 +299,9 @@ class Repository:
                 candidates.setdefault(vid, []).append(f"{kind} {r.rev}")
             if names.ID_PREFIX_RE.match(r.rev):
                 v = s.versions.c
-                q = sa.select(v.id).where(v.model_id == mid, v.id.startswith(r.rev))
+                q = sa.select(v.id).where(
+                    v.model_id == mid, v.id.startswith(r.rev), v.deleted.is_(None)
+                )
                 for (vid,) in conn.execute(q):
                     candidates.setdefault(vid, []).append(f"id {vid[:12]}")
         if not candidates:
@@ -281,51 +312,31 @@ class Repository:
             raise UnknownRefError(f"{r.model} has no version, branch, tag, alias or id {r.rev!r}")
         if len(candidates) > 1:
             listed = "; ".join(
-                f"{', '.join(how)} → {self._load_version(conn, vid).ref}"
+                f"{', '.join(how)} → {self.meta.load_version(conn, vid, files=False).ref}"
                 for vid, how in candidates.items()
             )
             raise AmbiguousRefError(f"{r} is ambiguous: {listed}")
         vid = next(iter(candidates))
         for step in range(r.ancestors):
-            parents = self._parents(conn, vid)
+            parents = self.meta.parents(conn, vid)
             if not parents:
                 raise UnknownRefError(f"{r}: {r.model}@{r.rev}~{step} has no parent")
             vid = parents[0]
-        return self._load_version(conn, vid)
-
-    def _parents(self, conn: sa.Connection, vid: str) -> list[str]:
-        p = s.version_parents.c
-        q = sa.select(p.parent_id).where(p.version_id == vid).order_by(p.position)
-        return [row[0] for row in conn.execute(q)]
-
-    def _load_version(self, conn: sa.Connection, vid: str, *, files: bool = True) -> Version:
-        v, mo = s.versions.c, s.models.c
-        row = conn.execute(
-            sa.select(s.versions, mo.name)
-            .join_from(s.versions, s.models, v.model_id == mo.id)
-            .where(v.id == vid)
-        ).first()
-        if row is None:
-            raise UnknownRefError(f"no version {vid}")
-        fs: tuple[FileEntry, ...] = ()
-        if files:
-            f = s.version_files.c
-            q = sa.select(f.path, f.size, f.digest, f.format, f.manifest_id).where(
-                f.version_id == vid
-            )
-            fs = tuple(FileEntry(*r) for r in conn.execute(q.order_by(f.path)))
-        return version_from_row(row, row.name, self._parents(conn, vid), fs)
+        version = self.meta.load_version(conn, vid)
+        if version.deleted is not None:
+            raise UnknownRefError(f"{version.ref} was deleted (`tvc rm`); see `tvc audit`")
+        return version
 
     def version(self, vid: str) -> Version:
-        with self.engine.connect() as conn:
-            return self._load_version(conn, vid)
+        with self.meta.read() as conn:
+            return self.meta.load_version(conn, vid)
 
     # -- manifests -------------------------------------------------------------------------
     def manifest(self, manifest_id: str) -> Manifest:
         cached = self._manifest_cache.get(manifest_id)
         if cached is not None:
             return cached
-        with self.engine.connect() as conn:
+        with self.meta.read() as conn:
             body = conn.execute(
                 sa.select(s.manifests.c.body).where(s.manifests.c.id == manifest_id)
             ).scalar()
@@ -360,251 +371,234 @@ class Repository:
         """Record ``paths_`` as a new version of ``model`` on ``branch``.
 
         Every file is parsed (headers only) before anything is written, so a malformed file
-        stops the commit with nothing stored. Then chunks are stored, deduplicated against
-        everything already in the registry, and delta-encoded against the same tensor piece of
-        the parent version (or of ``base``) where that is smaller. ``merge_parents`` (version
-        ids) become further parents after the branch head: that is how a merge is recorded.
-        ``state`` is the new version's lifecycle state (the registry passes its initial state).
-        With ``expected_head`` (a version id) the commit is refused unless the branch still
-        points there once the writer lock is held — compare-and-swap for read-modify-commit.
+        stops the commit with nothing stored. Then chunks are stored — no lock held —
+        deduplicated against everything already in the registry, and delta-encoded against the
+        same tensor piece of the parent version (or of ``base``) where that is smaller; the
+        manifests and the version record go into the packs too. One short transaction then
+        records it (see the module doc for what happens when the branch moved meanwhile).
+        ``merge_parents`` (version ids) become further parents after the branch head: that is
+        how a merge is recorded. ``state`` is the new version's lifecycle state. With
+        ``expected_head`` (a version id) the commit is refused unless the branch still points
+        there when it is recorded — compare-and-swap for read-modify-commit.
         """
         names.check_model_name(model)
         names.check_ref_name(branch, "branch")
         for t in tags:
             names.check_ref_name(t, "tag")
         progress = progress or NoProgress()
+        author = author or default_author()
         staged = stage(paths_, parse=parse, allow_unsafe_pickle=allow_unsafe_pickle)
 
-        with self.writing():
-            with self.engine.connect() as conn:
-                mid = conn.execute(
-                    sa.select(s.models.c.id).where(s.models.c.name == model)
-                ).scalar()
-                parent = None
-                if mid is not None:
-                    parent = self._ref_target(conn, mid, "branch", branch)
-                    if parent is None:
-                        parent = self._ref_target(conn, mid, "branch", names.DEFAULT_BRANCH)
-                    for t in tags:
-                        if self._ref_target(conn, mid, "tag", t):
-                            raise ExistsError(f"tag {t!r} already exists on {model}")
-                if expected_head is not None and parent != expected_head:
-                    raise ConflictError(
-                        f"branch {branch} of {model} moved (it is no longer at "
-                        f"{expected_head[:12]}); run the operation again"
-                    )
-                parent_v = self._load_version(conn, parent) if parent else None
-                base_v = self.resolve(base, conn) if base else None
-                for extra in merge_parents:
-                    self._load_version(conn, extra, files=False)  # must exist
-
-            delta_sources = [v for v in (parent_v, base_v) if v is not None]
-            session = self.store.session()
-            try:
-                pieces = delta_pieces(delta_sources, self.manifest)
-                entries, new_chunks, total_chunks = store_files(staged, pieces, session, progress)
-                return self._record(
-                    model=model,
-                    branch=branch,
-                    parent=parent,
-                    merge_parents=list(merge_parents),
-                    entries=entries,
-                    session=session,
-                    message=message,
-                    params=params or {},
-                    metrics=metrics or {},
-                    datasets=datasets or {},
-                    code=code,
-                    base=base_v.id if base_v else None,
-                    tags=tags,
-                    state=state,
-                    author=author or default_author(),
-                    new_chunks=new_chunks,
-                    total_chunks=total_chunks,
+        with self.meta.read() as conn:
+            mid = conn.execute(
+                sa.select(s.models.c.id).where(
+                    s.models.c.name == model, s.models.c.deleted.is_(None)
                 )
-            except BaseException:
-                session.abort()
-                raise
+            ).scalar()
+            seen = parent = None
+            if mid is not None:
+                seen = parent = self.meta.ref_target(conn, mid, "branch", branch)
+                if parent is None:
+                    parent = self.meta.ref_target(conn, mid, "branch", names.DEFAULT_BRANCH)
+                for t in tags:
+                    if self.meta.ref_target(conn, mid, "tag", t):
+                        raise ExistsError(f"tag {t!r} already exists on {model}")
+            if expected_head is not None and parent != expected_head:
+                raise ConflictError(
+                    f"branch {branch} of {model} moved (it is no longer at "
+                    f"{expected_head[:12]}); run the operation again"
+                )
+            parent_v = self.meta.load_version(conn, parent) if parent else None
+            base_v = self.resolve(base, conn) if base else None
+            for extra in merge_parents:
+                self.meta.load_version(conn, extra, files=False)  # must exist
 
-    def _record(
-        self,
-        *,
-        model,
-        branch,
-        parent,
-        merge_parents,
-        entries,
-        session,
-        message,
-        params,
-        metrics,
-        datasets,
-        code,
-        base,
-        tags,
-        state,
-        author,
-        new_chunks,
-        total_chunks,
-    ) -> CommitResult:
-        created = time.time()
-        files = [fe for fe, _m in entries]
-        parents = [parent] if parent else []
-        parents += [p for p in merge_parents if p not in parents]
         meta = {
             "message": message,
             "author": author,
-            "created": created,
-            "params": params,
-            "metrics": metrics,
-            "datasets": datasets,
+            "created": time.time(),
+            "params": params or {},
+            "metrics": metrics or {},
+            "datasets": datasets or {},
             "code": code,
-            "base": base,
+            "base": base_v.id if base_v else None,
         }
-        vid = version_id(model=model, parents=parents, files=files, **meta)
-        size = sum(fe.size for fe in files)
-        session.flush()
-        new_bytes = session.stored_bytes
-        with self.engine.begin() as conn:
-            session.index_into(conn)
-            mid = self._model_id(conn, model, create=True)
-            # Compare-and-swap: the branch must still point where it did when we started.
-            if self._ref_target(conn, mid, "branch", branch) not in (parent, None):
-                raise UsageError(f"branch {branch} moved during the commit; commit again")
-            number = (
-                conn.execute(
-                    sa.select(sa.func.max(s.versions.c.number)).where(s.versions.c.model_id == mid)
-                ).scalar()
-                or 0
-            ) + 1
-            known = {
-                r[0]
-                for r in conn.execute(
-                    sa.select(s.manifests.c.id).where(
-                        s.manifests.c.id.in_([m.id for _fe, m in entries])
+        delta_sources = [v for v in (parent_v, base_v) if v is not None]
+        session = self.store.session()
+        try:
+            pieces = delta_pieces(delta_sources, self.manifest)
+            entries, new_chunks, total_chunks = store_files(staged, pieces, session, progress)
+            for _attempt in range(COMMIT_ATTEMPTS):
+                parents = [parent] if parent else []
+                parents += [p for p in merge_parents if p not in parents]
+                for _fe, m in entries:
+                    session.put_record(Kind.MANIFEST, m.canonical())
+                files = [fe for fe, _m in entries]
+                record = version_record(model=model, parents=parents, files=files, **meta)
+                vid = session.put_record(Kind.VERSION, record)
+                session.flush()
+                try:
+                    with self.meta.write() as conn:
+                        version = self._record(
+                            conn,
+                            model=model,
+                            branch=branch,
+                            seen=seen,
+                            parent=parent,
+                            vid=vid,
+                            parents=parents,
+                            entries=entries,
+                            session=session,
+                            meta=meta,
+                            tags=tags,
+                            state=state,
+                        )
+                    break
+                except _BranchMoved as moved:
+                    if expected_head is not None:
+                        raise ConflictError(
+                            f"branch {branch} of {model} moved during the operation; run it again"
+                        ) from None
+                    seen = parent = moved.head
+                except _ChunksGone as gone:
+                    # gc took (or fsck found damaged) chunks this commit reused: store them
+                    # again from the files, which are still here.
+                    session.force |= gone.ids
+                    session.healed |= gone.ids
+                    entries, new_chunks, total_chunks = store_files(
+                        staged, pieces, session, NoProgress()
                     )
+            else:
+                raise ConflictError(
+                    f"{model}@{branch}: the commit could not be recorded after "
+                    f"{COMMIT_ATTEMPTS} attempts (the branch kept moving); try again"
                 )
-            }
-            for _fe, m in entries:
-                if m.id not in known:
-                    conn.execute(s.manifests.insert().values(id=m.id, body=m.encode()))
-                    known.add(m.id)
-            conn.execute(
-                s.versions.insert().values(
-                    id=vid, model_id=mid, number=number, state=state, size=size, **meta
-                )
-            )
-            for i, p in enumerate(parents):
-                conn.execute(
-                    s.version_parents.insert().values(version_id=vid, position=i, parent_id=p)
-                )
-            if files:
-                conn.execute(
-                    s.version_files.insert(),
-                    [
-                        {
-                            "version_id": vid,
-                            "path": fe.path,
-                            "manifest_id": fe.manifest_id,
-                            "size": fe.size,
-                            "digest": fe.digest,
-                            "format": fe.format,
-                        }
-                        for fe in files
-                    ],
-                )
-            self._set_ref(conn, mid, "branch", branch, vid)
-            for t in tags:
-                self._set_ref(conn, mid, "tag", t, vid, actor=author, reason="commit --tag")
-            version = self._load_version(conn, vid)
+        except BaseException:
+            session.abort()
+            raise
+        finally:
+            session.end_lease()
         return CommitResult.of(
             version,
-            logical_bytes=size,
-            new_bytes=new_bytes,
+            logical_bytes=version.size,
+            new_bytes=session.stored_bytes,
             new_chunks=new_chunks,
             total_chunks=total_chunks,
         )
 
-    def _set_ref(
+    def _record(
         self,
         conn: sa.Connection,
-        mid: int,
-        kind: str,
-        name: str,
-        vid: str | None,
         *,
-        actor: str | None = None,
-        reason: str = "",
-        forced: bool = False,
-        record: bool | None = None,
-        rollback: bool = False,
-    ) -> str | None:
-        """Point (or, with ``vid`` None, delete) a ref; returns the old target.
-
-        Moves of tags and aliases, and creation/deletion of branches, go to ``ref_events``;
-        a branch advancing on commit does not (the version history already says it).
-        """
-        old = self._ref_target(conn, mid, kind, name)
-        r = s.refs.c
-        if old is not None:
-            conn.execute(s.refs.delete().where(r.model_id == mid, r.kind == kind, r.name == name))
-        if vid is not None:
-            conn.execute(s.refs.insert().values(model_id=mid, kind=kind, name=name, version_id=vid))
-        if record is None:
-            record = kind != "branch" or old is None or vid is None
-        if record:
-            conn.execute(
-                s.ref_events.insert().values(
-                    model_id=mid,
-                    kind=kind,
-                    name=name,
-                    old_version=old,
-                    new_version=vid,
-                    actor=actor or default_author(),
-                    at=time.time(),
-                    reason=reason,
-                    forced=forced,
-                    rollback=rollback,
-                )
+        model: str,
+        branch: str,
+        seen: str | None,
+        parent: str | None,
+        vid: str,
+        parents: list[str],
+        entries: list[tuple[FileEntry, Manifest]],
+        session: WriteSession,
+        meta: dict[str, Any],
+        tags: list[str] | tuple[str, ...],
+        state: str,
+    ) -> Version:
+        """The commit's transaction: index, number, record, move the branch, journal."""
+        mid = self.meta.model_id(conn, model, create=True)
+        self.meta.lock_model(conn, mid)
+        head = self.meta.ref_target(conn, mid, "branch", branch)
+        if head != seen:
+            raise _BranchMoved(head)
+        if head is None and parent != self.meta.ref_target(
+            conn, mid, "branch", names.DEFAULT_BRANCH
+        ):
+            raise _BranchMoved(self.meta.ref_target(conn, mid, "branch", names.DEFAULT_BRANCH))
+        for p in parents:
+            v = self.meta.load_version(conn, p, files=False)
+            if v.deleted is not None:
+                raise ConflictError(f"{v.ref} was deleted during the commit")
+        # What this version references and did not store itself must still be there.
+        own = set(session.pending)
+        wanted = {cid for _fe, m in entries for cid, _n in m.chunks}
+        wanted |= {m.id for _fe, m in entries}
+        wanted |= {e.base for _n, _s, es in session.packs for e in es if e.base}
+        gone = self.store.claim(conn, wanted - own)
+        if gone:
+            raise _ChunksGone(gone)
+        session.index_into(conn)
+        insert_new(conn, s.manifests, [{"id": m.id, "body": m.encode()} for _fe, m in entries])
+        number = self.meta.take_number(conn, mid)
+        files = [fe for fe, _m in entries]
+        size = sum(fe.size for fe in files)
+        self.meta.insert_version(
+            conn,
+            vid=vid,
+            mid=mid,
+            number=number,
+            state=state,
+            size=size,
+            parents=parents,
+            files=files,
+            meta=meta,
+        )
+        self.meta.move_ref(
+            conn, mid, "branch", branch, vid, expected=head, actor=meta["author"], journal=False
+        )
+        for t in tags:
+            self.meta.create_ref(
+                conn, mid, "tag", t, vid, actor=meta["author"], reason="commit --tag"
             )
-        return old
+        self.meta.journal(
+            conn,
+            {
+                "type": "commit",
+                "model": model,
+                "version": vid,
+                "number": number,
+                "branch": branch,
+                "parent": head,
+                "state": state,
+                "actor": meta["author"],
+            },
+        )
+        return self.meta.load_version(conn, vid)
 
     # -- reading ---------------------------------------------------------------------------
     def models(self) -> list[dict[str, Any]]:
-        mo, v = s.models.c, s.versions.c
+        mo, v, r = s.models.c, s.versions.c, s.refs.c
+        live = sa.and_(v.model_id == mo.id, v.deleted.is_(None))
         q = (
-            sa.select(mo.name, sa.func.count(v.id), sa.func.max(v.number), sa.func.max(v.created))
-            .join_from(s.models, s.versions, v.model_id == mo.id, isouter=True)
+            sa.select(
+                mo.id, mo.name, sa.func.count(v.id), sa.func.max(v.number), sa.func.max(v.created)
+            )
+            .join_from(s.models, s.versions, live, isouter=True)
+            .where(mo.deleted.is_(None))
             .group_by(mo.id)
             .order_by(mo.name)
         )
-        with self.engine.connect() as conn:
+        with self.meta.read() as conn:
             rows = conn.execute(q).all()
-            out = []
-            for name, count, latest, updated in rows:
-                mid = self._model_id(conn, name)
-                branches = sorted(
-                    r[0]
-                    for r in conn.execute(
-                        sa.select(s.refs.c.name).where(
-                            s.refs.c.model_id == mid, s.refs.c.kind == "branch"
-                        )
-                    )
-                )
-                out.append(
-                    {
-                        "model": name,
-                        "versions": count,
-                        "latest": f"v{latest}" if latest else None,
-                        "updated": updated,
-                        "branches": branches,
-                    }
-                )
-        return out
+            branches: dict[int, list[str]] = {}
+            for mid, name in conn.execute(
+                sa.select(r.model_id, r.name).where(r.kind == "branch").order_by(r.name)
+            ):
+                branches.setdefault(mid, []).append(name)
+        return [
+            {
+                "model": name,
+                "versions": count,
+                "latest": f"v{latest}" if latest else None,
+                "updated": updated,
+                "branches": branches.get(mid, []),
+            }
+            for mid, name, count, latest, updated in rows
+        ]
 
     def log(self, ref: str, n: int | None = None) -> list[Version]:
-        """Versions reachable from ``ref`` through parents, newest first (like ``git log``)."""
-        with self.engine.connect() as conn:
+        """Versions reachable from ``ref`` through parents, newest first (like ``git log``).
+
+        Deleted versions are left out, but the walk goes on through them to their parents.
+        """
+        with self.meta.read() as conn:
             start = self.resolve(ref, conn)
             seen = {start.id}
             frontier = [start]
@@ -612,19 +606,20 @@ class Repository:
             while frontier and (n is None or len(out) < n):
                 frontier.sort(key=lambda v: (v.created, v.number))
                 v = frontier.pop()
-                out.append(v)
+                if v.deleted is None:
+                    out.append(v)
                 for p in v.parents:
                     if p not in seen:
                         seen.add(p)
-                        frontier.append(self._load_version(conn, p, files=False))
+                        frontier.append(self.meta.load_version(conn, p, files=False))
             return out
 
     def show(self, ref: str) -> Version:
         return self.resolve(ref)
 
     def refs_of(self, model: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            mid = self._model_id(conn, model)
+        with self.meta.read() as conn:
+            mid = self.meta.model_id(conn, model)
             r, v = s.refs.c, s.versions.c
             q = (
                 sa.select(r.kind, r.name, r.version_id, v.number)
@@ -638,12 +633,14 @@ class Repository:
             ]
 
     def refs_pointing_at(self, version: Version) -> list[tuple[str, str]]:
-        with self.engine.connect() as conn:
+        with self.meta.read() as conn:
             r = s.refs.c
             q = sa.select(r.kind, r.name).where(r.version_id == version.id).order_by(r.kind)
             return [(k, n) for k, n in conn.execute(q)]
 
-    def _file(self, version: Version, path: str) -> FileEntry:
+    def file_entry(self, version: Version, path: str) -> FileEntry:
+        if not version.files and version.size:  # from log/search, which list no files
+            version = self.version(version.id)
         for fe in version.files:
             if fe.path == path:
                 return fe
@@ -652,7 +649,7 @@ class Repository:
 
     def iter_file(self, version: Version, path: str) -> Iterator[bytes | memoryview]:
         """The verified bytes of one file, chunk by chunk (bytes-like blocks)."""
-        fe = self._file(version, path)
+        fe = self.file_entry(version, path)
         manifest = self.manifest(fe.manifest_id)
         try:
             yield from self.store.read_many([cid for cid, _n in manifest.chunks])
@@ -711,56 +708,73 @@ class Repository:
         return b"".join(self.iter_file(version, path))
 
     # -- branches and tags -----------------------------------------------------------------
-    def _create_ref(self, kind: str, model: str, name: str, ref: str | None, why: str) -> Version:
+    def _create_ref(self, kind: str, model: str, name: str, ref: str | None) -> Version:
         names.check_ref_name(name, kind)
-        with self.writing(), self.engine.begin() as conn:
-            mid = self._model_id(conn, model)
-            if self._ref_target(conn, mid, kind, name):
-                raise ExistsError(f"{kind} {name!r} already exists on {model}{why}")
+        with self.meta.write() as conn:
+            mid = self.meta.model_id(conn, model)
+            self.meta.lock_model(conn, mid)
             v = self.resolve(f"{model}@{ref}" if ref else model, conn)
-            self._set_ref(conn, mid, kind, name, v.id, reason=kind)
+            if kind != "alias" and self.meta.ref_target(conn, mid, "alias", name):
+                raise ExistsError(
+                    f"{model} has an alias named {name!r}; a {kind} of that name would make "
+                    f"{model}@{name} ambiguous"
+                )
+            if kind == "tag" and self.meta.ref_target(conn, mid, "tag", name):
+                raise ExistsError(f"tag {name!r} already exists on {model} (tags never move)")
+            self.meta.create_ref(conn, mid, kind, name, v.id, reason=kind)
             return v
 
     def _delete_ref(self, kind: str, model: str, name: str) -> None:
-        with self.writing(), self.engine.begin() as conn:
-            mid = self._model_id(conn, model)
-            if not self._ref_target(conn, mid, kind, name):
+        with self.meta.write() as conn:
+            mid = self.meta.model_id(conn, model)
+            self.meta.lock_model(conn, mid)
+            old = self.meta.ref_target(conn, mid, kind, name)
+            if not old:
                 raise UnknownRefError(f"{model} has no {kind} {name!r}")
-            self._set_ref(conn, mid, kind, name, None, reason=f"{kind} -d")
+            self.meta.move_ref(conn, mid, kind, name, None, expected=old, reason=f"{kind} -d")
 
     def branch(self, model: str, name: str, start: str | None = None) -> Version:
         """Create branch ``name`` at ``start`` (default: the head of main)."""
-        return self._create_ref("branch", model, name, start, "")
+        return self._create_ref("branch", model, name, start)
 
     def delete_branch(self, model: str, name: str) -> None:
         self._delete_ref("branch", model, name)
 
     def tag(self, model: str, name: str, ref: str | None = None) -> Version:
         """Tag ``ref`` (default: the head of main) as ``name``; tags never move."""
-        return self._create_ref("tag", model, name, ref, " (tags never move)")
+        return self._create_ref("tag", model, name, ref)
 
     def delete_tag(self, model: str, name: str) -> None:
         self._delete_ref("tag", model, name)
 
     # -- maintenance -----------------------------------------------------------------------
-    def _reachable(self, conn: sa.Connection) -> tuple[set[str], set[str]]:
-        """(manifest ids, chunk ids incl. delta bases) that some version uses.
+    def live_objects(self, conn: sa.Connection) -> tuple[set[str], set[str]]:
+        """(manifest ids, object ids) that live versions use: their chunks and the chunks'
+        delta bases, their manifests and their version records (kept in packs too).
 
-        Every version is a root: versions are immutable records addressable as MODEL@vN, so
-        deleting a branch never makes one unreachable.
+        Every version not deleted is a root: versions are immutable records addressable as
+        MODEL@vN, so deleting a branch never makes one unreachable; `tvc rm` does.
         """
         mids = {r[0] for r in conn.execute(sa.select(s.version_files.c.manifest_id).distinct())}
-        chunk_ids: set[str] = set()
+        ids: set[str] = set(mids)
+        ids.update(
+            r[0]
+            for r in conn.execute(sa.select(s.versions.c.id).where(s.versions.c.deleted.is_(None)))
+        )
         for mid in mids:
-            chunk_ids.update(cid for cid, _n in self.manifest(mid).chunks)
-        bases = dict(conn.execute(sa.select(chunks_t.c.id, chunks_t.c.base)).all())
-        frontier = list(chunk_ids)
+            ids.update(cid for cid, _n in self.manifest(mid).chunks)
+        bases = dict(
+            conn.execute(
+                sa.select(chunks_t.c.id, chunks_t.c.base).where(chunks_t.c.base.is_not(None))
+            ).all()
+        )
+        frontier = list(ids)
         while frontier:
             b = bases.get(frontier.pop())
-            if b and b not in chunk_ids:
-                chunk_ids.add(b)
+            if b and b not in ids:
+                ids.add(b)
                 frontier.append(b)
-        return mids, chunk_ids
+        return mids, ids
 
     def stats(self) -> dict[str, Any]:
         """Logical bytes (what versions contain) against what the store holds, and why.
@@ -771,16 +785,26 @@ class Repository:
         for every model that uses them.
         """
         c = chunks_t.c
-        with self.engine.connect() as conn:
+        with self.meta.read() as conn:
             f, v, mo = s.version_files.c, s.versions.c, s.models.c
             sizes = {
                 row.id: (row.raw_len, row.plain_len, row.stored_len)
-                for row in conn.execute(sa.select(c.id, c.raw_len, c.plain_len, c.stored_len))
+                for row in conn.execute(
+                    sa.select(c.id, c.raw_len, c.plain_len, c.stored_len).where(
+                        c.kind == Kind.CHUNK
+                    )
+                )
             }
             per_model: dict[str, dict[str, Any]] = {}
             for name, logical, nver in conn.execute(
                 sa.select(mo.name, sa.func.coalesce(sa.func.sum(v.size), 0), sa.func.count(v.id))
-                .join_from(s.models, s.versions, v.model_id == mo.id, isouter=True)
+                .join_from(
+                    s.models,
+                    s.versions,
+                    sa.and_(v.model_id == mo.id, v.deleted.is_(None)),
+                    isouter=True,
+                )
+                .where(mo.deleted.is_(None))
                 .group_by(mo.id)
                 .order_by(mo.name)
             ):
@@ -797,7 +821,9 @@ class Repository:
                 per_model[name] = {"versions": nver, **_savings(int(logical), used, sizes)}
             files = conn.execute(sa.select(sa.func.count()).select_from(s.version_files)).scalar()
             pack_count, pack_bytes = conn.execute(
-                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(packs_t.c.size), 0))
+                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(packs_t.c.size), 0)).where(
+                    packs_t.c.retired.is_(None)
+                )
             ).one()
         logical = sum(m["logical_bytes"] for m in per_model.values())
         overall = _savings(logical, sizes.keys(), sizes)
@@ -812,17 +838,32 @@ class Repository:
             "ratio": (int(pack_bytes) / logical) if logical else None,
         }
 
-    def fsck(self, *, read_data: bool = False, progress: Progress | None = None) -> dict[str, Any]:
-        """Check the invariants of the store and the repo; ``read_data`` re-hashes every byte."""
+    def fsck(
+        self, *, read_data: bool = False, repair: bool = True, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """Check the invariants of the store and the repo; ``read_data`` re-hashes every byte.
+
+        With ``repair`` (the default) chunks found missing or corrupt are marked damaged, so
+        the next commit of the same bytes stores them again (see the chunk store).
+        """
         from tvc.repo.check import check
 
-        return check(self, read_data=read_data, progress=progress or NoProgress())
+        return check(self, read_data=read_data, repair=repair, progress=progress or NoProgress())
 
-    def gc(self, *, dry_run: bool = False) -> dict[str, Any]:
-        from tvc.repo.check import collect_garbage
+    def gc(self, *, dry_run: bool = False, grace: float | None = None) -> dict[str, Any]:
+        """Reclaim what no live version uses; see :mod:`tvc.repo.gc` for the protocol."""
+        from tvc.repo.gc import collect_garbage
 
-        with self.writing():
-            return collect_garbage(self, dry_run=dry_run)
+        return collect_garbage(self, dry_run=dry_run, grace=grace)
+
+    @classmethod
+    def rebuild_index(
+        cls, path: str | os.PathLike[str] | None = None, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """Rebuild the metadata DB from the store alone (``tvc fsck --rebuild-index``)."""
+        from tvc.repo.rebuild import rebuild
+
+        return rebuild(cls(path, _rebuild=True), progress or NoProgress())
 
 
 def _savings(logical: int, ids, sizes: dict[str, tuple[int, int, int]]) -> dict[str, Any]:

@@ -16,6 +16,10 @@ models = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(255), nullable=False, unique=True),
     sa.Column("created", sa.Float, nullable=False),
+    # The last version number handed out: numbers come from the transaction that records the
+    # version (UPDATE … RETURNING), never reused, not even after `tvc rm`.
+    sa.Column("last_number", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("deleted", sa.Float, nullable=True),  # `tvc rm MODEL`: when
 )
 
 versions = sa.Table(
@@ -37,6 +41,9 @@ versions = sa.Table(
     sa.Column("base", sa.String(64), nullable=True),
     sa.Column("state", sa.String(32), nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
+    # `tvc rm`: the version is a tombstone (its files are gone; the record stays for history,
+    # parents and the audit log, and its number is never reused).
+    sa.Column("deleted", sa.Float, nullable=True),
     sa.UniqueConstraint("model_id", "number", name="uq_versions_model_number"),
     sa.Index("ix_versions_state", "state"),
     sa.Index("ix_versions_created", "created"),
@@ -132,4 +139,18 @@ metric_events = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Index("ix_metric_events_model_id", "model_id"),
     sa.Index("ix_metric_events_version_id", "version_id"),
+)
+
+# The journal's outbox. Every metadata transaction that changes something a rebuild could not
+# derive from the versions themselves (numbers, refs, states, later metrics, deletions) adds
+# its event here, in the same transaction; right after it commits, the event is written to the
+# store as the object ``name`` (``written`` set). ``tvc fsck --rebuild-index`` replays those
+# objects; an event object that this table lacks means the DB is older than the store.
+journal = sa.Table(
+    "journal",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("written", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_journal_written", "written"),
 )

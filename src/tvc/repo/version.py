@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,7 @@ class Version:
     state: str
     size: int
     files: tuple[FileEntry, ...] = field(default=(), compare=False)
+    deleted: float | None = field(default=None, compare=False)  # `tvc rm`: when
 
     @property
     def ref(self) -> str:
@@ -79,7 +81,7 @@ class Version:
         }
 
 
-def version_id(
+def version_record(
     *,
     model: str,
     parents: list[str],
@@ -92,8 +94,11 @@ def version_id(
     datasets: dict[str, Any],
     code: dict[str, Any] | None,
     base: str | None,
-) -> str:
-    """BLAKE3 of the canonical encoding. Metrics added after the commit are not part of it."""
+) -> bytes:
+    """The canonical encoding of a version: what its id hashes, and the record kept in the
+    store (so the metadata DB can be rebuilt from packs). Metrics added after the commit are
+    not part of it. Files are (path, manifest id): a rebuild takes their size, digest and
+    format from the manifests, which are records in the store too."""
     doc = {
         "model": model,
         "parents": parents,
@@ -107,4 +112,17 @@ def version_id(
         "code": code,
         "base": base,
     }
-    return hashing.digest(canonical_json(doc))
+    return canonical_json(doc)
+
+
+def version_id(**record: Any) -> str:
+    """BLAKE3 of the canonical encoding (:func:`version_record`)."""
+    return hashing.digest(version_record(**record))
+
+
+def parse_version_record(raw: bytes) -> dict[str, Any]:
+    """The fields of a stored version record (the inverse of :func:`version_record`, with file
+    paths and manifest ids only: sizes and digests come from the manifests)."""
+    doc = json.loads(raw)
+    doc["created"] = dt.datetime.fromisoformat(doc["created"]).timestamp()
+    return doc

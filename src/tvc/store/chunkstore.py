@@ -1,10 +1,18 @@
 """The chunk store: put and get chunks by id, in packs on a backend, indexed in the metadata DB.
 
-Writes happen in a :class:`WriteSession` (one per commit, under the registry's writer lock):
+Writes happen in a :class:`WriteSession` (one per commit), outside any registry-wide lock:
 chunks are hashed, checked against the index, encoded and appended to a pack on worker threads
 (BLAKE3, zstd and numpy release the GIL), packs are made durable as they fill, and the caller
-indexes them inside its own transaction with :meth:`WriteSession.index_into`. Reads are always
-verified: a chunk whose decoded bytes do not hash to its id raises :class:`IntegrityError`.
+indexes them inside its own short transaction with :meth:`WriteSession.index_into`. Reads are
+always verified: a chunk whose decoded bytes do not hash to its id raises
+:class:`IntegrityError`.
+
+Dedup trusts the index only as far as it is cheap to check: a chunk counts as stored when its row
+is not marked damaged (fsck marks what it found missing or corrupt) and its pack is present with
+its recorded size (one stat per pack). Otherwise the session stores the bytes again and the
+row is pointed at the new copy, so committing the original file again repairs every version
+that uses it. A session holds an *upload lease* while it writes (table ``uploads``): gc leaves
+every unindexed pack a live session may have written.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import os
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,13 +36,22 @@ import sqlalchemy as sa
 from tvc.errors import IntegrityError, StorageError
 from tvc.store import codecs, hashing, index
 from tvc.store.backends.base import Backend, NotFound
-from tvc.store.packs import ENTRY, PackEntry, PackWriter, pack_object_name, parse_entry_header
+from tvc.store.packs import (
+    ENTRY,
+    Kind,
+    PackEntry,
+    PackWriter,
+    pack_object_name,
+    parse_entry_header,
+)
 
 # A delta chunk is decoded from its base. The store writes every delta against a full chunk (its
 # keyframe, see WriteSession._keyframe), so chains it writes are one delta deep; reading accepts
 # chains up to this bound and fsck flags longer ones.
 MAX_DELTA_DEPTH = 4
 PACK_TARGET = 64 * 1024 * 1024
+# An upload lease lasts this long and is renewed at a third of it while the session runs.
+LEASE_SECONDS = 600.0
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -50,6 +68,7 @@ class ChunkInfo:
     base: str | None
     depth: int
     plain_len: int
+    damaged: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,7 +180,16 @@ class ChunkStore:
     def _info_query(self) -> sa.Select:
         c, p = index.chunks.c, index.packs.c
         return sa.select(
-            c.id, p.name, c.offset, c.stored_len, c.raw_len, c.codec, c.base, c.depth, c.plain_len
+            c.id,
+            p.name,
+            c.offset,
+            c.stored_len,
+            c.raw_len,
+            c.codec,
+            c.base,
+            c.depth,
+            c.plain_len,
+            c.damaged,
         ).join_from(index.chunks, index.packs, c.pack_id == p.id)
 
     def info(self, cid: str) -> ChunkInfo | None:
@@ -222,6 +250,11 @@ class ChunkStore:
                 info.pack, info.offset - ENTRY.size, info.stored_len + ENTRY.size
             )
         except NotFound as exc:
+            # gc may have moved the chunk to another pack and deleted this one since our row
+            # was read: the index, read again, says where it is now.
+            fresh = self.info(cid)
+            if fresh is not None and (fresh.pack, fresh.offset) != (info.pack, info.offset):
+                return self.read(cid, fresh, known, verify=verify, out=out)
             raise IntegrityError(f"chunk {cid}: its pack {info.pack} is missing") from exc
         except IntegrityError as exc:
             raise IntegrityError(f"chunk {cid}: {exc}") from exc
@@ -245,8 +278,36 @@ class ChunkStore:
             raise IntegrityError(f"chunk {missing[0]} is not in the index")
         yield from ordered_map(lambda cid: self.read(cid, infos[cid], infos), ids, self.workers)
 
+    def read_record(self, rid: str) -> bytes:
+        """A record (manifest, version) kept in the store: its verified canonical bytes."""
+        return bytes(self.read(rid))
+
     def session(self) -> WriteSession:
         return WriteSession(self)
+
+    # -- what a transaction that references chunks must check --------------------------------
+    def claim(self, conn: sa.Connection, ids: Iterable[str]) -> set[str]:
+        """Inside a writer's transaction: make sure ``ids`` stay stored; returns those that are
+        not (absent, or marked damaged), which the writer must store again.
+
+        This is the writer's half of gc's protocol: gc marks unreferenced rows and later deletes
+        only rows still marked; claiming clears the mark in the same transaction that records
+        the new reference, and on PostgreSQL the rows are locked (``FOR SHARE``) until it
+        commits, so gc's delete waits and then sees them unmarked.
+        """
+        c = index.chunks.c
+        wanted = list(dict.fromkeys(ids))
+        present: set[str] = set()
+        for i in range(0, len(wanted), 500):
+            batch = wanted[i : i + 500]
+            q = sa.select(c.id).where(c.id.in_(batch), c.damaged.is_(False))
+            present.update(r[0] for r in conn.execute(q.with_for_update(read=True)))
+            conn.execute(
+                index.chunks.update()
+                .where(c.id.in_(batch), c.dead_since.is_not(None))
+                .values(dead_since=None)
+            )
+        return set(wanted) - present
 
 
 @dataclass
@@ -259,6 +320,7 @@ class _Prepared:
     base: str | None = None
     depth: int = 0
     plain_len: int = 0
+    kind: int = Kind.CHUNK
 
 
 class WriteSession:
@@ -272,6 +334,7 @@ class WriteSession:
     def __init__(self, store: ChunkStore) -> None:
         self.store = store
         self.pending: dict[str, int] = {}  # chunk id -> stored length, written or queued
+        self.record_bytes = 0  # of the manifests and version records among them
         self.packs: list[tuple[str, int, list[PackEntry]]] = []  # (object name, size, entries)
         self._writer: PackWriter | None = None  # owned by the pack thread
         self._queue: queue.Queue = queue.Queue(maxsize=8)
@@ -279,6 +342,16 @@ class WriteSession:
         self._error: BaseException | None = None
         self._discard = False
         self._infos: dict[str, ChunkInfo] = {}  # prefetched index rows, read by the workers
+        self._packs_ok: dict[str, bool] = {}  # pack name -> present with its recorded size
+        self._sizes: dict[str, int] = {}
+        # Chunks whose indexed copy was missing or damaged and that this session stored again:
+        # their rows are pointed at the new copy when the session is indexed.
+        self.healed: set[str] = set()
+        # Must be stored even if the index has them (a transaction found them gone).
+        self.force: set[str] = set()
+        self.lease: str | None = None
+        self._lease_stop = threading.Event()
+        self._lease_thread: threading.Thread | None = None
 
     def prefetch(self, ids: Iterable[str]) -> None:
         """Load the index rows of chunks this session will meet (the delta sources' pieces).
@@ -293,8 +366,46 @@ class WriteSession:
         info = self._infos.get(cid)
         return info if info is not None else self.store.info(cid)
 
+    def _pack_present(self, name: str) -> bool:
+        ok = self._packs_ok.get(name)
+        if ok is None:
+            try:
+                ok = self.store.backend.size(name) == self._pack_size(name)
+            except StorageError:
+                ok = False
+            self._packs_ok[name] = ok
+        return ok
+
+    def _pack_size(self, name: str) -> int:
+        size = self._sizes.get(name)
+        if size is None:
+            with self.store.engine.connect() as conn:
+                q = sa.select(index.packs.c.size).where(index.packs.c.name == name)
+                size = conn.execute(q).scalar()
+            self._sizes[name] = size if size is not None else -1
+        return self._sizes[name]
+
+    def _usable(self, info: ChunkInfo | None, depth: int = 0) -> bool:
+        """Whether the indexed copy can be trusted for dedup: not marked damaged, its pack (and
+        its delta base's) present. Checked once per pack, so it costs a stat per pack."""
+        if info is None or info.damaged or depth > MAX_DELTA_DEPTH:
+            return False
+        if not self._pack_present(info.pack):
+            return False
+        return info.base is None or self._usable(self._info(info.base), depth + 1)
+
     def _known(self, cid: str) -> bool:
-        return cid in self.pending or cid in self._infos or self.store.has(cid)
+        if cid in self.pending:
+            return True
+        if cid in self.force:
+            return False
+        info = self._info(cid)
+        if info is None:
+            return False
+        if self._usable(info):
+            return True
+        self.healed.add(cid)
+        return False
 
     def _prepare(self, item: PutItem) -> _Prepared:
         data = item.data() if callable(item.data) else item.data
@@ -306,9 +417,12 @@ class WriteSession:
             key = None
         base = None
         if key is not None:  # read only to encode against: into this thread's reused buffer
-            base = self.store.read(
-                key.id, key, verify=False, out=codecs.scratch("keyframe", key.raw_len)
-            )
+            try:
+                base = self.store.read(
+                    key.id, key, verify=False, out=codecs.scratch("keyframe", key.raw_len)
+                )
+            except IntegrityError:  # an unreadable keyframe: the piece is stored plain
+                key = None
         codec, payload, plain_len = codecs.encode_measured(
             data, dtype=item.dtype, base=base, plain_hint=key.plain_len if key else None
         )
@@ -332,12 +446,27 @@ class WriteSession:
             if info is None or info.base is None:
                 break
             info = self._info(info.base)
-        return info if info is not None and info.base is None else None
+        if info is None or info.base is not None or not self._usable(info):
+            return None  # no trustworthy keyframe: store the piece plain
+        return info
+
+    def put_record(self, kind: Kind, data: bytes) -> str:
+        """Keep a repo record (manifest, version: canonical bytes) in this session's packs;
+        returns its id. Records are objects like chunks: deduplicated by id, verified on read."""
+        rid = hashing.digest(data)
+        if not self._known(rid):
+            codec, payload, plain_len = codecs.encode_measured(data)
+            self._land(
+                _Prepared(rid, len(data), payload, None, int(codec), None, 0, plain_len, kind)
+            )
+            self.record_bytes += len(payload)
+        return rid
 
     def _land(self, p: _Prepared) -> PutResult:
         if p.payload is None or p.id in self.pending:
             return PutResult(p.id, p.raw_len, 0, new=False, data=p.data)
         self._raise_pack_error()
+        self._take_lease()
         if self._thread is None:
             self._thread = threading.Thread(target=self._pack_loop, name="tvc-pack", daemon=True)
             self._thread.start()
@@ -361,7 +490,14 @@ class WriteSession:
                 if self._writer is None:
                     self._writer = PackWriter(self.store.staging)
                 self._writer.add(
-                    job.id, job.payload, job.raw_len, job.codec, job.base, job.depth, job.plain_len
+                    job.id,
+                    job.payload,
+                    job.raw_len,
+                    job.codec,
+                    job.base,
+                    job.depth,
+                    job.plain_len,
+                    job.kind,
                 )
                 if self._writer.size >= PACK_TARGET:
                     self._finish_pack()
@@ -412,29 +548,74 @@ class WriteSession:
         self._raise_pack_error()
 
     def index_into(self, conn: sa.Connection) -> None:
-        """Index every pack of this session, inside the caller's transaction."""
+        """Index every pack of this session, inside the caller's transaction, and end the
+        session's upload lease there too (the packs are indexed from then on)."""
         self.flush()
         now = time.time()
         for name, size, entries in self.packs:
             pack_id = conn.execute(
                 index.packs.insert().values(name=name, size=size, created=now)
             ).inserted_primary_key[0]
-            rows = [
-                {
-                    "id": e.id,
-                    "pack_id": pack_id,
-                    "offset": e.offset,
-                    "stored_len": e.stored_len,
-                    "raw_len": e.raw_len,
-                    "codec": e.codec,
-                    "base": e.base,
-                    "depth": e.depth,
-                    "plain_len": e.plain_len,
-                }
-                for e in entries
-            ]
-            if rows:
-                conn.execute(index.chunks.insert(), rows)
+            rows = [entry_row(e, pack_id) for e in entries]
+            index.insert_new(conn, index.chunks, [r for r in rows if r["id"] not in self.healed])
+            for r in rows:  # a copy stored again replaces the missing or damaged one
+                if r["id"] in self.healed:
+                    c = index.chunks.c
+                    conn.execute(index.chunks.update().where(c.id == r["id"]).values(**r))
+                    index.insert_new(conn, index.chunks, [r])
+        if self.lease is not None:
+            conn.execute(index.uploads.delete().where(index.uploads.c.id == self.lease))
+
+    def _take_lease(self) -> None:
+        """Register this session as an upload in progress before its first pack is written."""
+        if self.lease is not None:
+            return
+        self.lease = uuid.uuid4().hex
+        now = time.time()
+        with index.db_errors("(upload lease)"), self.store.engine.connect() as conn:
+            conn.execution_options(tvc_write=True)
+            with conn.begin():
+                conn.execute(
+                    index.uploads.insert().values(
+                        id=self.lease,
+                        holder=f"{os.uname().nodename}:{os.getpid()}",
+                        started=now,
+                        expires=now + LEASE_SECONDS,
+                    )
+                )
+        self._lease_thread = threading.Thread(
+            target=self._renew_lease, name="tvc-lease", daemon=True
+        )
+        self._lease_thread.start()
+
+    def _renew_lease(self) -> None:
+        while not self._lease_stop.wait(LEASE_SECONDS / 3):
+            # best effort; gc's grace period is the backstop
+            with contextlib.suppress(Exception), self.store.engine.connect() as conn:
+                conn.execution_options(tvc_write=True)
+                with conn.begin():
+                    conn.execute(
+                        index.uploads.update()
+                        .where(index.uploads.c.id == self.lease)
+                        .values(expires=time.time() + LEASE_SECONDS)
+                    )
+
+    def end_lease(self) -> None:
+        """Stop renewing (after the indexing transaction, or when the session is dropped)."""
+        self._lease_stop.set()
+        if self._lease_thread is not None:
+            self._lease_thread.join()
+            self._lease_thread = None
+
+    def _drop_lease(self) -> None:
+        self.end_lease()
+        if self.lease is None:
+            return
+        with contextlib.suppress(Exception), self.store.engine.connect() as conn:
+            conn.execution_options(tvc_write=True)
+            with conn.begin():
+                conn.execute(index.uploads.delete().where(index.uploads.c.id == self.lease))
+        self.lease = None
 
     def abort(self) -> None:
         """Remove what this session wrote: its packs were never indexed, so nothing uses them."""
@@ -448,7 +629,27 @@ class WriteSession:
                 self.store.backend.delete(name)
         self.packs.clear()
         self.pending.clear()
+        self._drop_lease()
 
     @property
     def stored_bytes(self) -> int:
-        return sum(self.pending.values())
+        """Payload bytes of the file chunks this session stored (records not counted)."""
+        return sum(self.pending.values()) - self.record_bytes
+
+
+def entry_row(e: PackEntry, pack_id: int) -> dict:
+    """The ``chunks`` row that indexes pack entry ``e``."""
+    return {
+        "id": e.id,
+        "pack_id": pack_id,
+        "offset": e.offset,
+        "stored_len": e.stored_len,
+        "raw_len": e.raw_len,
+        "codec": e.codec,
+        "base": e.base,
+        "depth": e.depth,
+        "plain_len": e.plain_len,
+        "kind": e.kind,
+        "damaged": False,
+        "dead_since": None,
+    }

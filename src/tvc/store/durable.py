@@ -29,6 +29,33 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+_UMASK: int | None = None
+
+
+def umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc; elsewhere set and reset,
+    once)."""
+    global _UMASK
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return _UMASK
+
+
+def share_mode(fd: int) -> None:
+    """Give a file made by ``mkstemp`` (always 0600) the mode a plain ``open`` would have: 0666
+    less the umask, so a registry can be shared with a group (read-only users included)."""
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, 0o666 & ~umask())
+
+
 def storage_error(exc: OSError, what: str) -> StorageError:
     """Turn an OSError into a StorageError whose message says what failed and why."""
     reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror or str(exc)
@@ -51,6 +78,7 @@ def atomic_file(
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=final.parent)
     except OSError as exc:
         raise storage_error(exc, f"cannot create a file in {final.parent}") from exc
+    share_mode(fd)
     f = os.fdopen(fd, "wb")
     try:
         yield f

@@ -76,6 +76,12 @@ class Backend(abc.ABC):
     def size(self, name: str) -> int:
         return self._size(check_name(name))
 
+    def mtime(self, name: str) -> float:
+        """When ``name`` was written (seconds since the epoch, the backend's clock): gc keeps
+        unindexed objects younger than its grace period, since a writer may be about to index
+        them."""
+        return self._mtime(check_name(name))
+
     def list(self, prefix: str = "") -> Iterator[str]:
         """Names under ``prefix`` (a directory-like prefix ending in '/' or empty), any order."""
         if prefix:
@@ -104,6 +110,9 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def _size(self, name: str) -> int: ...
+
+    @abc.abstractmethod
+    def _mtime(self, name: str) -> float: ...
 
     @abc.abstractmethod
     def _list(self, prefix: str) -> Iterator[str]: ...

@@ -62,6 +62,12 @@ class LocalBackend(Backend):
         except FileNotFoundError as exc:
             raise NotFound(f"no object {name} in {self.root}") from exc
 
+    def _mtime(self, name: str) -> float:
+        try:
+            return self._path(name).stat().st_mtime
+        except FileNotFoundError as exc:
+            raise NotFound(f"no object {name} in {self.root}") from exc
+
     def _list(self, prefix: str) -> Iterator[str]:
         base = self.root / prefix if prefix else self.root
         if not base.exists():

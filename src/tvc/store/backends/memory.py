@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,12 +13,14 @@ from tvc.store.backends.base import Backend, NotFound
 class MemoryBackend(Backend):
     def __init__(self) -> None:
         self._objects: dict[str, bytes] = {}
+        self._times: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def _put(self, name: str, data: bytes | Path) -> None:
         blob = data.read_bytes() if isinstance(data, Path) else bytes(data)
         with self._lock:
             self._objects[name] = blob
+            self._times[name] = time.time()
 
     def _get(self, name: str, offset: int, length: int | None) -> bytes:
         with self._lock:
@@ -37,6 +40,12 @@ class MemoryBackend(Backend):
                 raise NotFound(f"no object {name}")
             return len(self._objects[name])
 
+    def _mtime(self, name: str) -> float:
+        with self._lock:
+            if name not in self._times:
+                raise NotFound(f"no object {name}")
+            return self._times[name]
+
     def _list(self, prefix: str) -> Iterator[str]:
         with self._lock:
             names = [n for n in self._objects if n.startswith(prefix)]
@@ -45,3 +54,4 @@ class MemoryBackend(Backend):
     def _delete(self, name: str) -> None:
         with self._lock:
             self._objects.pop(name, None)
+            self._times.pop(name, None)

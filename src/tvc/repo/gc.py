@@ -1,0 +1,299 @@
+"""``gc``: reclaim what no live version uses — safely beside writers, readers and other hosts.
+
+The protocol (it holds with concurrent commits, pushes, checkouts and fsck, on one host or on
+several sharing a store and a DB):
+
+1. **Refuse a DB that is behind the store.** Journal events the DB never recorded mean it was
+   restored from an older backup or replaced; whatever it does not know would look like
+   garbage. gc stops and names the rebuild.
+2. **One gc at a time**, by a lease row in the DB (not a local lock: hosts share the DB).
+3. **Mark, recompute, sweep.** gc computes the live set (every chunk, delta base, manifest and
+   version record that a version not deleted uses) and marks every other indexed object
+   ``dead_since``. It then computes the live set again and deletes, in one transaction, only
+   rows that are still marked and still not live. A commit that reuses an object clears its
+   mark in the commit's own transaction (:meth:`ChunkStore.claim`, rows locked on
+   PostgreSQL); a commit whose objects were swept meanwhile finds them gone in that
+   transaction and stores them again. So no acknowledged version ever references a swept
+   object, without any lock held across the commit.
+4. **Rewrite, then retire.** A pack with garbage (or a small pack, consolidated with others so
+   many small commits do not leave thousands of tiny objects) has its live entries copied
+   into a new durable pack; one transaction points their rows at the copy and marks the old
+   pack retired; then its file is deleted. A reader that still held the old row finds the
+   file gone, reads the index again and follows the chunk to its new pack.
+5. **Unindexed packs are someone's write in flight** until proven otherwise: gc deletes one only
+   when it is older than the grace period (default 1 hour, ``--grace``) and no live upload
+   lease (a commit or push in progress, table ``uploads``) started before it was written. Temp
+   files in staging follow the same rule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from tvc.errors import ConflictError, IntegrityError, StorageError
+from tvc.repo import schema as s
+from tvc.repo.check import GRACE, REBUILD, db_behind
+from tvc.store.index import chunks as chunks_t
+from tvc.store.index import leases as leases_t
+from tvc.store.index import packs as packs_t
+from tvc.store.index import uploads as uploads_t
+from tvc.store.packs import ENTRY, FOOTER, MAGIC, TRAILER_ROW, PackWriter, pack_object_name
+
+if TYPE_CHECKING:
+    from tvc.repo.repository import Repository
+
+SMALL_PACK = 8 * 1024 * 1024  # packs below this are consolidated when there are several
+LEASE = 3600.0
+
+
+def collect_garbage(repo: Repository, *, dry_run: bool, grace: float | None) -> dict[str, Any]:
+    grace = GRACE if grace is None else max(0.0, grace)
+    report: dict[str, Any] = {
+        "dry_run": dry_run,
+        "unindexed_packs": 0,
+        "packs_removed": 0,
+        "packs_rewritten": 0,
+        "chunks_removed": 0,
+        "manifests_removed": 0,
+        "bytes_freed": 0,
+        "temp_files": 0,
+    }
+    repo.meta.flush_journal()
+    with repo.meta.read() as conn:
+        behind = db_behind(repo, conn)
+    if behind:
+        raise IntegrityError(
+            f"gc refused: the metadata DB lacks {len(behind)} journal event(s) of the store, so "
+            f"it is older than the store and would take versions for garbage; {REBUILD}"
+        )
+    holder = _take_lease(repo)
+    try:
+        _sweep(repo, report, dry_run)
+        _rewrite(repo, report, dry_run)
+        _unindexed(repo, report, dry_run, grace)
+    finally:
+        _release_lease(repo, holder)
+    return report
+
+
+# -- lease -----------------------------------------------------------------------------------
+def _take_lease(repo: Repository) -> str:
+    holder = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    now = time.time()
+    with repo.meta.write() as conn:
+        row = conn.execute(sa.select(leases_t).where(leases_t.c.name == "gc")).first()
+        if row is not None and row.expires > now:
+            raise ConflictError(f"another gc is running ({row.holder}); try again later")
+        conn.execute(leases_t.delete().where(leases_t.c.name == "gc"))
+        conn.execute(leases_t.insert().values(name="gc", holder=holder, expires=now + LEASE))
+    return holder
+
+
+def _release_lease(repo: Repository, holder: str) -> None:
+    with contextlib.suppress(Exception), repo.meta.write() as conn:
+        conn.execute(leases_t.delete().where(leases_t.c.holder == holder))
+
+
+# -- 3. mark, recompute, sweep ---------------------------------------------------------------
+def _sweep(repo: Repository, report: dict[str, Any], dry_run: bool) -> None:
+    c = chunks_t.c
+    with repo.meta.read() as conn:
+        live_manifests, live = repo.live_objects(conn)
+        indexed = {r[0] for r in conn.execute(sa.select(c.id))}
+        manifests = {r[0] for r in conn.execute(sa.select(s.manifests.c.id))}
+    dead = sorted(indexed - live)
+    dead_manifests = sorted(manifests - live_manifests)
+    if dry_run:
+        report["chunks_removed"] = len(dead)
+        report["manifests_removed"] = len(dead_manifests)
+        return
+    now = time.time()
+    with repo.meta.write() as conn:
+        for i in range(0, len(dead), 500):
+            conn.execute(
+                chunks_t.update()
+                .where(c.id.in_(dead[i : i + 500]), c.dead_since.is_(None))
+                .values(dead_since=now)
+            )
+    with repo.meta.read() as conn:
+        live_manifests, live = repo.live_objects(conn)
+    doomed = [cid for cid in dead if cid not in live]
+    with repo.meta.write() as conn:
+        for i in range(0, len(doomed), 500):
+            report["chunks_removed"] += conn.execute(
+                chunks_t.delete().where(c.id.in_(doomed[i : i + 500]), c.dead_since.is_not(None))
+            ).rowcount
+        f, m = s.version_files.c, s.manifests.c
+        unused = [mid for mid in dead_manifests if mid not in live_manifests]
+        for i in range(0, len(unused), 500):
+            used = sa.select(f.manifest_id).where(f.manifest_id == m.id).exists()
+            report["manifests_removed"] += conn.execute(
+                s.manifests.delete().where(m.id.in_(unused[i : i + 500]), ~used)
+            ).rowcount
+    for mid in unused:
+        repo._manifest_cache.pop(mid, None)
+
+
+# -- 4. rewrite, then retire -----------------------------------------------------------------
+def _overhead(n: int) -> int:
+    return len(MAGIC) + n * (ENTRY.size + TRAILER_ROW.size) + FOOTER.size
+
+
+def _rewrite(repo: Repository, report: dict[str, Any], dry_run: bool) -> None:
+    c, p = chunks_t.c, packs_t.c
+    backend = repo.store.backend
+    with repo.meta.read() as conn:
+        packs = {row.id: row for row in conn.execute(sa.select(packs_t))}
+        rows: dict[int, list[Any]] = {pid: [] for pid in packs}
+        for row in conn.execute(sa.select(chunks_t).order_by(c.pack_id, c.offset)):
+            rows.setdefault(row.pack_id, []).append(row)
+    empty, rewrite, small = [], [], []
+    for pid, pack in packs.items():
+        live = rows.get(pid, [])
+        if pack.retired is not None or not live:
+            empty.append(pack)
+            continue
+        used = sum(r.stored_len for r in live) + _overhead(len(live))
+        garbage = pack.size - used
+        if garbage > 0 and (pack.size < SMALL_PACK or garbage * 10 >= pack.size):
+            rewrite.append(pack)
+        elif pack.size < SMALL_PACK:
+            small.append(pack)
+    if len(small) + len(rewrite) >= 2 or rewrite:
+        rewrite += small  # consolidate the small ones with what is rewritten anyway
+    for pack in empty:
+        report["packs_removed"] += 1
+        report["bytes_freed"] += pack.size
+    if dry_run:
+        report["packs_rewritten"] = len(rewrite)
+        report["bytes_freed"] += sum(
+            max(
+                0,
+                pk.size
+                - sum(r.stored_len for r in rows.get(pk.id, []))
+                - _overhead(len(rows.get(pk.id, []))),
+            )
+            for pk in rewrite
+        )
+        return
+    # Copy live entries of the rewritten packs into new packs (≤ 64 MiB each).
+    moved: list[tuple[Any, str, Any]] = []  # (old row, new pack name, new entry)
+    new_packs: list[tuple[str, PackWriter]] = []
+    writer: PackWriter | None = None
+    try:
+        for pack in rewrite:
+            for r in rows[pack.id]:
+                payload = backend.get(pack.name, r.offset, r.stored_len)
+                if writer is None:
+                    writer = PackWriter(repo.store.staging)
+                entry = writer.add(
+                    r.id, payload, r.raw_len, r.codec, r.base, r.depth, r.plain_len, r.kind
+                )
+                moved.append((r, "", entry))
+                if writer.size >= 64 * 1024 * 1024:
+                    new_packs.append(_finish(repo, writer))
+                    writer = None
+        if writer is not None:
+            new_packs.append(_finish(repo, writer))
+            writer = None
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        for name, _w in new_packs:
+            with contextlib.suppress(StorageError):
+                backend.delete(name)
+        raise
+    by_entry = {id(e): name for name, w in new_packs for e in w.entries}
+    now = time.time()
+    with repo.meta.write() as conn:
+        ids: dict[str, int] = {}
+        for name, w in new_packs:
+            ids[name] = conn.execute(
+                packs_t.insert().values(name=name, size=w.size, created=now)
+            ).inserted_primary_key[0]
+        for r, _n, entry in moved:
+            conn.execute(
+                chunks_t.update()
+                .where(c.id == r.id, c.pack_id == r.pack_id, c.offset == r.offset)
+                .values(pack_id=ids[by_entry[id(entry)]], offset=entry.offset)
+            )
+        old = [pk.id for pk in rewrite + empty]
+        for i in range(0, len(old), 500):
+            conn.execute(packs_t.update().where(p.id.in_(old[i : i + 500])).values(retired=now))
+    for pack in rewrite + empty:
+        with contextlib.suppress(StorageError):
+            backend.delete(pack.name)
+    report["packs_rewritten"] += len(rewrite)
+    report["bytes_freed"] += sum(pk.size for pk in rewrite) - sum(w.size for _n, w in new_packs)
+    # Retired rows whose files are gone are history nobody needs.
+    with repo.meta.write() as conn:
+        gone = [pk.id for pk in rewrite + empty]
+        still = (
+            {r[0] for r in conn.execute(sa.select(c.pack_id).where(c.pack_id.in_(gone)).distinct())}
+            if gone
+            else set()
+        )
+        drop = [pid for pid in gone if pid not in still]
+        for i in range(0, len(drop), 500):
+            conn.execute(packs_t.delete().where(p.id.in_(drop[i : i + 500])))
+
+
+def _finish(repo: Repository, writer: PackWriter) -> tuple[str, PackWriter]:
+    name = pack_object_name(writer.finish())
+    repo.store.backend.put(name, writer.path)
+    with contextlib.suppress(OSError):
+        os.unlink(writer.path)
+    return name, writer
+
+
+# -- 5. unindexed packs and staging files ----------------------------------------------------
+def _unindexed(repo: Repository, report: dict[str, Any], dry_run: bool, grace: float) -> None:
+    backend = repo.store.backend
+    now = time.time()
+    with repo.meta.read() as conn:
+        indexed = {r[0] for r in conn.execute(sa.select(packs_t.c.name))}
+        live = (
+            conn.execute(sa.select(uploads_t.c.started).where(uploads_t.c.expires > now))
+            .scalars()
+            .all()
+        )
+    oldest_upload = min(live) if live else None
+
+    def collectable(mtime: float) -> bool:
+        if now - mtime < grace:
+            return False
+        # An upload that started before the object was written may be about to index it.
+        return oldest_upload is None or mtime < oldest_upload - 60
+
+    for name in list(backend.list("packs/")):
+        if name in indexed:
+            continue
+        try:
+            mtime, size = backend.mtime(name), backend.size(name)
+        except StorageError:
+            continue
+        if not collectable(mtime):
+            continue
+        report["unindexed_packs"] += 1
+        report["bytes_freed"] += size
+        if not dry_run:
+            backend.delete(name)
+    staging = repo.store.staging
+    temps = [p for p in staging.iterdir() if p.is_file()] if staging.exists() else []
+    temps += backend.temp_files() if hasattr(backend, "temp_files") else []
+    for path in temps:
+        try:
+            if not collectable(path.stat().st_mtime):
+                continue
+        except OSError:
+            continue
+        report["temp_files"] += 1
+        if not dry_run:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
