@@ -37,7 +37,7 @@ import tvc
 
 from powerloss import lazyfs, workloads
 
-ROUNDS = 7  # per scenario and model: 3 scenarios -> 21 power losses per model (28 with rebuild)
+ROUNDS = 7  # per scenario and model: 4 scenarios -> 28 power cuts per model
 SEED = int(os.environ.get("TVC_POWERLOSS_SEED", "20261130"))
 
 pytestmark = pytest.mark.skipif(not Path("/dev/fuse").exists(), reason="no /dev/fuse here")
