@@ -133,3 +133,28 @@ def test_concurrent_commits_to_one_branch_all_land_in_a_linear_history(root, tmp
             want = (srcs[k] / "model.safetensors").read_bytes()
             assert reg.read(v, "model.safetensors") == want
         assert reg.fsck(read_data=True)["ok"]
+
+
+def test_a_new_branch_starts_at_the_head_main_has_when_it_is_recorded(tmp_path):
+    """The commit that creates a branch re-parents on main's head if main moved meanwhile."""
+    reg = tvc.Registry.init(tmp_path / "reg")
+    make_model_dir(tmp_path / "a", seed=1, n_layers=2, width=32)
+    make_model_dir(tmp_path / "b", seed=2, n_layers=2, width=32)
+    v1 = reg.commit("m", [tmp_path / "a"], "v1")
+    gate = Gate()
+    out: dict = {}
+
+    def on_new_branch() -> None:
+        with tvc.Registry(reg.root) as other:
+            out["v"] = other.commit("m", [tmp_path / "b"], "exp", branch="exp", progress=gate)
+
+    t = threading.Thread(target=on_new_branch)
+    t.start()
+    assert gate.reached.wait(60)
+    v2 = reg.commit("m", [tmp_path / "a"], "main moves on")
+    gate.release.set()
+    t.join(60)
+    assert v2.parents == (v1.id,)
+    assert out["v"].parents == (v2.id,)  # not v1: the branch starts where main is now
+    assert reg.resolve("m@exp").id == out["v"].id
+    reg.close()

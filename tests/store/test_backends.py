@@ -7,6 +7,7 @@ import pytest
 from tvc.errors import IntegrityError, StorageError, UsageError
 from tvc.store import hashing
 from tvc.store.backends import LocalBackend, MemoryBackend
+from tvc.store.backends.base import NotFound
 
 
 @pytest.fixture(params=["local", "memory"])
@@ -89,3 +90,14 @@ def test_empty_object(backend):
     backend.put("empty", b"")
     assert backend.get("empty") == b""
     assert backend.size("empty") == 0
+
+
+def test_mtime_says_when_an_object_was_written(backend):
+    import time
+
+    before = time.time()
+    backend.put("packs/ab/x.pack", b"data")
+    after = time.time()
+    assert before - 2 <= backend.mtime("packs/ab/x.pack") <= after + 2
+    with pytest.raises(NotFound):
+        backend.mtime("packs/ab/missing.pack")

@@ -48,7 +48,7 @@ class SearchMixin:
         stmt = (
             sa.select(s.versions, mo.name.label("model_name"))
             .join_from(s.versions, s.models, v.model_id == mo.id)
-            .where(q.compile_where(query, states))
+            .where(q.compile_where(query, states), v.deleted.is_(None))
         )
         with self.meta.read() as conn:
             if model is not None:

@@ -15,6 +15,7 @@ transaction handling is turned off so that SQLAlchemy's begin is the only one.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -69,9 +70,10 @@ def read_only_url(url: str) -> str:
 def create_engine(url: str, *, busy_timeout: float = 60.0) -> sa.Engine:
     if url.startswith("sqlite"):
         read_only = "mode=ro" in url or "immutable=1" in url
-        engine = sa.create_engine(
-            url, connect_args={"timeout": busy_timeout, "check_same_thread": False}
-        )
+        # SQLite waits for a lock in C, where Ctrl-C cannot reach it: wait in short slices
+        # (a tenth of a second each) and loop here in Python up to the real timeout.
+        slice_ = min(0.1, busy_timeout)
+        engine = sa.create_engine(url, connect_args={"timeout": slice_, "check_same_thread": False})
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
@@ -81,13 +83,23 @@ def create_engine(url: str, *, busy_timeout: float = 60.0) -> sa.Engine:
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            cur.execute(f"PRAGMA busy_timeout={int(slice_ * 1000)}")
             cur.close()
 
         @sa.event.listens_for(engine, "begin")
         def _begin(conn):  # pragma: no cover - trivial
-            write = conn.get_execution_options().get(WRITE)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+            if not conn.get_execution_options().get(WRITE):
+                conn.exec_driver_sql("BEGIN")
+                return
+            deadline = time.monotonic() + busy_timeout
+            while True:
+                try:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    return
+                except sa.exc.OperationalError as exc:
+                    if "locked" not in str(exc.orig) or time.monotonic() >= deadline:
+                        raise
+                time.sleep(0.02)
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)

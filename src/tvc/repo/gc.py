@@ -88,11 +88,27 @@ def _take_lease(repo: Repository) -> str:
     now = time.time()
     with repo.meta.write() as conn:
         row = conn.execute(sa.select(leases_t).where(leases_t.c.name == "gc")).first()
-        if row is not None and row.expires > now:
+        if row is not None and row.expires > now and not _dead_here(row.holder):
             raise ConflictError(f"another gc is running ({row.holder}); try again later")
         conn.execute(leases_t.delete().where(leases_t.c.name == "gc"))
         conn.execute(leases_t.insert().values(name="gc", holder=holder, expires=now + LEASE))
     return holder
+
+
+def _dead_here(holder: str) -> bool:
+    """Whether a lease's holder was a process on this host that no longer runs (a gc killed
+    mid-way must not block the next one for the lease's whole hour)."""
+    host, _, rest = holder.partition(":")
+    pid = rest.split(":", 1)[0]
+    if host != os.uname().nodename or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _release_lease(repo: Repository, holder: str) -> None:

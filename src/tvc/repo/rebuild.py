@@ -38,6 +38,7 @@ from tvc.repo.check import parse_event, store_journal
 from tvc.repo.manifest import Manifest
 from tvc.repo.meta import Metadata
 from tvc.repo.version import FileEntry, parse_version_record
+from tvc.store import hashing
 from tvc.store.chunkstore import ChunkStore, entry_row
 from tvc.store.index import chunks as chunks_t
 from tvc.store.index import metadata
@@ -182,6 +183,15 @@ def _fill(repo, conn, engine, indexes, events, report) -> None:
     taken: dict[str, set[int]] = defaultdict(set)
     last: dict[str, int] = defaultdict(int)
     for _name, ev in events:
+        if ev.get("type") == "baseline":
+            for b in ev["versions"]:
+                last[b["model"]] = max(last[b["model"]], int(b["number"]))
+                if b["id"] in records and b["id"] not in numbered:
+                    taken[b["model"]].add(int(b["number"]))
+                    numbered[b["id"]] = (int(b["number"]), b["state"])
+            for model, n in ev.get("last_numbers", {}).items():
+                last[model] = max(last[model], int(n))
+            continue
         if ev.get("type") != "commit":
             continue
         model, vid, number = ev["model"], ev["version"], int(ev["number"])
@@ -305,7 +315,9 @@ def _apply(conn, meta: Metadata, model_id, inserted: set[str], ev: dict[str, Any
     history as it happened; an event about a version the store no longer holds is skipped)."""
     kind = ev.get("type")
     r = s.refs.c
-    if kind == "commit":
+    if kind == "baseline":
+        _apply_baseline(conn, model_id, inserted, ev)
+    elif kind == "commit":
         vid = ev["version"]
         if vid not in inserted:
             return
@@ -422,3 +434,94 @@ def _set_ref(conn, mid: int, kind: str, name: str, vid: str | None) -> None:
     conn.execute(s.refs.delete().where(r.model_id == mid, r.kind == kind, r.name == name))
     if vid is not None:
         conn.execute(s.refs.insert().values(model_id=mid, kind=kind, name=name, version_id=vid))
+
+
+def _apply_baseline(conn, model_id, inserted: set[str], ev: dict[str, Any]) -> None:
+    """The state a registry made before the journal had when it was upgraded."""
+    v = s.versions.c
+    for b in ev["versions"]:
+        if b["id"] not in inserted:
+            continue
+        conn.execute(
+            s.versions.update()
+            .where(v.id == b["id"])
+            .values(extra_metrics=b.get("extra_metrics"), deleted=b.get("deleted"))
+        )
+        if b.get("deleted"):
+            conn.execute(s.version_files.delete().where(s.version_files.c.version_id == b["id"]))
+    for model, kind, name, vid in ev["refs"]:
+        if vid in inserted:
+            _set_ref(conn, model_id(model), kind, name, vid)
+    for table, key in ((s.ref_events, "ref_events"), (s.state_events, "state_events"),
+                       (s.metric_events, "metric_events")):  # fmt: skip
+        for row in ev.get(key, []):
+            row = dict(row)
+            model = row.pop("model")
+            if "version_id" in row and row["version_id"] not in inserted:
+                continue
+            conn.execute(table.insert().values(model_id=model_id(model), **row))
+
+
+def backfill(repo: Repository) -> None:
+    """Put into the store what a registry made before the journal kept only in its DB: the
+    records of its manifests and versions, and one *baseline* journal event with its numbers,
+    states, refs, later metrics and audit log — so a rebuild restores it whole."""
+    from tvc.repo.version import version_record
+
+    mo = s.models.c
+    session = repo.store.session()
+    try:
+        with repo.meta.read() as conn:
+            names = dict(conn.execute(sa.select(mo.id, mo.name)).all())
+            for (mid,) in conn.execute(sa.select(s.manifests.c.id)).all():
+                session.put_record(Kind.MANIFEST, repo.manifest(mid).canonical())
+            rows = conn.execute(sa.select(s.versions)).all()
+            baseline: dict[str, Any] = {"type": "baseline", "versions": [], "refs": []}
+            for row in rows:
+                ver = repo.meta.load_version(conn, row.id)
+                raw = version_record(
+                    model=ver.model, parents=list(ver.parents), files=list(ver.files),
+                    message=ver.message, author=ver.author, created=ver.created,
+                    params=ver.params, metrics=row.metrics or {}, datasets=ver.datasets,
+                    code=ver.code, base=ver.base,
+                )  # fmt: skip
+                if hashing.digest(raw) != row.id:
+                    continue  # its metadata no longer hashes to its id: fsck reports it
+                session.put_record(Kind.VERSION, raw)
+                baseline["versions"].append(
+                    {
+                        "id": row.id,
+                        "model": ver.model,
+                        "number": row.number,
+                        "state": row.state,
+                        "extra_metrics": row.extra_metrics,
+                        "deleted": row.deleted,
+                    }
+                )
+            baseline["refs"] = [
+                (names[m], k, n, vid)
+                for m, k, n, vid in conn.execute(
+                    sa.select(s.refs.c.model_id, s.refs.c.kind, s.refs.c.name, s.refs.c.version_id)
+                )
+            ]
+            for table, key in ((s.ref_events, "ref_events"), (s.state_events, "state_events"),
+                               (s.metric_events, "metric_events")):  # fmt: skip
+                out = []
+                for r in conn.execute(sa.select(table).order_by(table.c.id)).mappings():
+                    d = {k: val for k, val in r.items() if k not in ("id", "model_id")}
+                    d["model"] = names[r["model_id"]]
+                    out.append(d)
+                baseline[key] = out
+            baseline["last_numbers"] = {
+                names[m]: n for m, n in conn.execute(sa.select(mo.id, mo.last_number))
+            }
+        session.flush()
+        with repo.meta.write() as conn:
+            session.index_into(conn)
+            if rows:
+                repo.meta.journal(conn, baseline)
+    except BaseException:
+        session.abort()
+        raise
+    finally:
+        session.end_lease()

@@ -107,10 +107,14 @@ class CommitResult(Version):
 
 
 class _BranchMoved(Exception):
-    """The branch is no longer where the commit started (internal: the commit re-parents)."""
+    """The branch is no longer where the commit started (internal: the commit re-parents).
 
-    def __init__(self, head: str | None) -> None:
-        self.head = head
+    ``seen``: where the branch points now (None: it does not exist); ``parent``: what the
+    version's first parent becomes (a new branch starts at the head of main).
+    """
+
+    def __init__(self, seen: str | None, parent: str | None) -> None:
+        self.seen, self.parent = seen, parent
 
 
 class _ChunksGone(Exception):
@@ -211,6 +215,10 @@ class Repository:
         self.store = ChunkStore(backend, self.engine, self.dir / "tmp")
         self.meta = Metadata(self.engine, backend, where)
         self._manifest_cache: dict[str, Manifest] = {}
+        if not _rebuild and rev is not None and rev < "0003":
+            from tvc.repo.rebuild import backfill
+
+            backfill(self)  # a registry made before the store held the truth: now it does
 
     @staticmethod
     def _lost_db(backend, where: str, what: str) -> IntegrityError:
@@ -238,7 +246,7 @@ class Repository:
         if (regdir / "config.toml").exists():
             raise ExistsError(f"a tvc registry already exists at {regdir}")
         try:
-            regdir.mkdir(parents=True, exist_ok=True)
+            durable.make_dirs(regdir)
             (regdir / "tmp").mkdir(exist_ok=True)
         except OSError as exc:
             raise durable.storage_error(exc, f"cannot create {regdir}") from exc
@@ -459,7 +467,7 @@ class Repository:
                         raise ConflictError(
                             f"branch {branch} of {model} moved during the operation; run it again"
                         ) from None
-                    seen = parent = moved.head
+                    seen, parent = moved.seen, moved.parent
                 except _ChunksGone as gone:
                     # gc took (or fsck found damaged) chunks this commit reused: store them
                     # again from the files, which are still here.
@@ -506,12 +514,9 @@ class Repository:
         mid = self.meta.model_id(conn, model, create=True)
         self.meta.lock_model(conn, mid)
         head = self.meta.ref_target(conn, mid, "branch", branch)
-        if head != seen:
-            raise _BranchMoved(head)
-        if head is None and parent != self.meta.ref_target(
-            conn, mid, "branch", names.DEFAULT_BRANCH
-        ):
-            raise _BranchMoved(self.meta.ref_target(conn, mid, "branch", names.DEFAULT_BRANCH))
+        main = self.meta.ref_target(conn, mid, "branch", names.DEFAULT_BRANCH)
+        if head != seen or (head is None and parent != main):
+            raise _BranchMoved(head, head if head is not None else main)
         for p in parents:
             v = self.meta.load_version(conn, p, files=False)
             if v.deleted is not None:

@@ -278,10 +278,6 @@ class ChunkStore:
             raise IntegrityError(f"chunk {missing[0]} is not in the index")
         yield from ordered_map(lambda cid: self.read(cid, infos[cid], infos), ids, self.workers)
 
-    def read_record(self, rid: str) -> bytes:
-        """A record (manifest, version) kept in the store: its verified canonical bytes."""
-        return bytes(self.read(rid))
-
     def session(self) -> WriteSession:
         return WriteSession(self)
 
@@ -297,17 +293,24 @@ class ChunkStore:
         """
         c = index.chunks.c
         wanted = list(dict.fromkeys(ids))
-        present: set[str] = set()
-        for i in range(0, len(wanted), 500):
-            batch = wanted[i : i + 500]
-            q = sa.select(c.id).where(c.id.in_(batch), c.damaged.is_(False))
-            present.update(r[0] for r in conn.execute(q.with_for_update(read=True)))
-            conn.execute(
-                index.chunks.update()
-                .where(c.id.in_(batch), c.dead_since.is_not(None))
-                .values(dead_since=None)
-            )
-        return set(wanted) - present
+        asked, present = set(wanted), set()
+        while wanted:  # the delta bases of what is claimed are claimed too
+            bases: set[str] = set()
+            for i in range(0, len(wanted), 500):
+                batch = wanted[i : i + 500]
+                q = sa.select(c.id, c.base).where(c.id.in_(batch), c.damaged.is_(False))
+                for cid, base in conn.execute(q.with_for_update(read=True)):
+                    present.add(cid)
+                    if base and base not in asked:
+                        bases.add(base)
+                conn.execute(
+                    index.chunks.update()
+                    .where(c.id.in_(batch), c.dead_since.is_not(None))
+                    .values(dead_since=None)
+                )
+            asked |= bases
+            wanted = sorted(bases)
+        return asked - present
 
 
 @dataclass

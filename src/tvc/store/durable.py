@@ -56,6 +56,27 @@ def share_mode(fd: int) -> None:
         os.fchmod(fd, 0o666 & ~umask())
 
 
+def make_dirs(path: str | os.PathLike[str]) -> None:
+    """``mkdir -p`` that is durable: each directory it creates is fsynced into its parent, so a
+    file renamed into a new directory (a pack's ``packs/xx/``) is not lost with the directory
+    entry at a power cut."""
+    path = Path(path)
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+            continue
+        fsync_dir(d.parent)
+
+
 def storage_error(exc: OSError, what: str) -> StorageError:
     """Turn an OSError into a StorageError whose message says what failed and why."""
     reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror or str(exc)
@@ -73,8 +94,11 @@ def atomic_file(
     rename but skips the fsyncs, for files that are copies rather than repository state.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
     try:
+        if sync:
+            make_dirs(final.parent)
+        else:
+            final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=final.parent)
     except OSError as exc:
         raise storage_error(exc, f"cannot create a file in {final.parent}") from exc
@@ -116,7 +140,7 @@ def move_into_place(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -
     """Durably rename an already-fsynced file ``src`` to ``dest`` (same filesystem)."""
     dest = Path(dest)
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(dest.parent)
         os.replace(src, dest)
         fsync_dir(dest.parent)
     except OSError as exc:

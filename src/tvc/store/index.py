@@ -8,6 +8,7 @@ its tables to the same object, and Alembic migrates the whole.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -133,4 +134,6 @@ def db_errors(where: str) -> Iterator[None]:
             raise StorageError(f"metadata DB {where}: {msg}") from exc
         raise damaged(exc, where) from exc
     except sa.exc.DatabaseError as exc:
+        raise damaged(exc, where) from exc
+    except json.JSONDecodeError as exc:  # a JSON column that does not parse: a damaged row
         raise damaged(exc, where) from exc

@@ -19,7 +19,10 @@ from tvc.store.backends.base import Backend, NotFound
 class LocalBackend(Backend):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            durable.make_dirs(self.root)
+        except OSError as exc:
+            raise durable.storage_error(exc, f"cannot create {self.root}") from exc
 
     def _path(self, name: str) -> Path:
         return self.root / name
