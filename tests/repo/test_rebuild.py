@@ -220,3 +220,27 @@ def test_a_registry_made_before_the_journal_is_backfilled_and_rebuilds_whole(pop
         state = _state(again)
         assert state["m"] == before["m"]
         _check_versions(again, files)
+
+
+def test_gc_never_deletes_an_unindexed_pack_that_holds_a_version(populated, tmp_path):
+    reg, _files = populated
+    d = tmp_path / "x"
+    make_model_dir(d, seed=6, n_layers=2, width=64)
+    session = reg.store.session()
+    from tvc.repo.files import delta_pieces, stage, store_files
+    from tvc.repo.version import version_record
+    from tvc.store.packs import Kind
+
+    entries, _n, _t = store_files(stage([d]), delta_pieces([], reg.manifest), session, _NoP())
+    for _fe, m in entries:
+        session.put_record(Kind.MANIFEST, m.canonical())
+    record = version_record(
+        model="m", parents=[], files=[fe for fe, _m in entries], message="orphan",
+        author="t", created=2.0, params={}, metrics={}, datasets={}, code=None, base=None,
+    )  # fmt: skip
+    session.put_record(Kind.VERSION, record)
+    session.flush()
+    session._drop_lease()  # the process died: its lease is gone
+    report = reg.gc(grace=0)
+    assert report.get("kept_unindexed") == 1
+    assert any(name == session.packs[-1][0] for name in reg.store.backend.list("packs/"))

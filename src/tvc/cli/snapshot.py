@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -105,31 +106,84 @@ def checkout(
     ref: str = typer.Argument(..., help="MODEL@REF to materialize."),
     dest: Path = typer.Argument(None, help="Destination directory (default: ./MODEL)."),
     path: list[str] = typer.Option(None, "--path", help="Only this file or directory."),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite differing files."),
+    force: bool = typer.Option(
+        False, "--force", "-f", help="Replace differing files; remove files tvc did not write."
+    ),
     json_: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Write a version's files to DEST, every byte hash-verified."""
+    """Make DEST hold exactly a version's files, every byte hash-verified, atomically.
+
+    Files an earlier checkout wrote that this version lacks are removed; files tvc did not
+    write (or that changed since) are kept and named in a warning, or removed with --force.
+    """
     with common.open_registry() as reg:
-        written = reg.checkout(
+        res = reg.checkout(
             ref, dest, only=path or None, force=force, progress=common.RichProgress(quiet)
         )
         version = reg.resolve(ref)
     if json_:
-        common.emit_json({"ref": version.ref, "id": version.id, "files": [str(p) for p in written]})
-        return
-    where = written[0].parent if len(written) == 1 else (dest or Path(version.model))
-    common.out.print(f"{version.ref}: {len(written)} file(s) in {where}")
+        common.emit_json(
+            {
+                "ref": version.ref,
+                "id": version.id,
+                "files": [str(p) for p in res],
+                "written": [str(p) for p in res.written],
+                "unchanged": [str(p) for p in res.unchanged],
+                "removed": [str(p) for p in res.removed],
+                "kept": [str(p) for p in res.kept],
+            }
+        )
+    else:
+        where = res[0].parent if len(res) == 1 else res.dest
+        common.out.print(
+            f"{version.ref}: {len(res)} file(s) in {where}",
+            markup=False,
+        )
+    if res.kept:
+        shown = ", ".join(repr(str(p)) for p in res.kept[:5])
+        more = f" and {len(res.kept) - 5} more" if len(res.kept) > 5 else ""
+        sys.stderr.write(
+            f"tvc: warning: kept {len(res.kept)} file(s) that are not {version.ref}'s "
+            f"(not written by tvc, or changed since): {shown}{more}; --force removes them\n"
+        )
+
+
+# 128 + SIGPIPE: what a shell reports for `cat` killed writing into a closed pipe.
+EXIT_BROKEN_PIPE = 141
 
 
 def cat(
     ref: str = typer.Argument(..., help="MODEL@REF"),
     path: str = typer.Argument(..., help="File path inside the version."),
 ) -> None:
-    """Write one file of a version to stdout."""
+    """Write one file of a version to stdout.
+
+    Into a pipe closed early (``| head -c1``): no message, exit 141 as ``cat`` would. Onto a
+    full disk: one line and the storage exit code. Either way nothing is left buffered to
+    fail again at exit.
+    """
     with common.open_registry() as reg:
         version = reg.resolve(ref)
         stream = sys.stdout.buffer
-        for block in reg.iter_file(version, path):
-            stream.write(block)
-        stream.flush()
+        try:
+            for block in reg.iter_file(version, path):
+                stream.write(block)
+            stream.flush()
+        except BrokenPipeError:
+            _drop_stdout()
+            raise typer.Exit(EXIT_BROKEN_PIPE) from None
+        except OSError as exc:
+            from tvc.store.durable import storage_error
+
+            _drop_stdout()
+            raise storage_error(exc, "cannot write to standard output") from None
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null so the unwritten rest in its buffer cannot fail at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)

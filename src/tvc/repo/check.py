@@ -137,6 +137,11 @@ def check(repo: Repository, *, read_data: bool, repair: bool, progress: Progress
                 errors.append(
                     f"pack {name} holds {len(lacking)} version(s) the DB lacks; " + REBUILD
                 )
+            elif lacking and age > GRACE and not live_uploads:
+                warnings.append(
+                    f"pack {name} holds {len(lacking)} version(s) the DB lacks (a commit that "
+                    "died before its transaction); gc keeps it, " + REBUILD + " to recover them"
+                )
             elif age > GRACE and not live_uploads:
                 warnings.append(f"pack {name} is not indexed (left by an interrupted write; gc)")
 

@@ -11,15 +11,18 @@ decoded and verified on worker threads and written at their offsets.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from tvc import formats
-from tvc.errors import IntegrityError, UsageError
+from tvc.errors import IntegrityError, PathError, TvcError
 from tvc.repo import paths
 from tvc.repo.manifest import Manifest, TensorEntry
 from tvc.repo.version import FileEntry, Version
@@ -56,6 +59,7 @@ class Staged:
     path: Path
     layout: formats.Layout
     stat: os.stat_result
+    listed: paths.Listed | None = None
 
 
 # (tensor, dtype, shape, piece) -> chunk id, per stored path ("" = any path: renamed files)
@@ -65,12 +69,92 @@ Pieces = dict[str, dict[tuple[Any, ...], str]]
 def stage(
     given: paths.PathArgs, *, parse: bool = True, allow_unsafe_pickle: bool = False
 ) -> list[Staged]:
-    """Collect and parse (headers only) every file ``given`` contributes; nothing is stored."""
+    """Collect and parse (headers only) every file ``given`` contributes; nothing is stored.
+
+    Each file is parsed through a descriptor of exactly the listed file (see
+    :func:`paths.open_listed`), and refused if it changed while being parsed.
+    """
     staged = []
-    for rel, path in paths.collect(given):
-        layout = formats.parse_file(path, parse=parse, allow_unsafe_pickle=allow_unsafe_pickle)
-        staged.append(Staged(rel, path, layout, path.stat()))
+    with _ByDescriptor() as by_fd, paths.Opener() as opener:
+        for item in paths.listing(given):
+            fd = opener.open(item)
+            try:
+                before = os.fstat(fd)
+                paths.unchanged(item, item.st, before)
+                layout = by_fd.parse(fd, item.shown, parse, allow_unsafe_pickle)
+                paths.unchanged(item, before, os.fstat(fd))
+            finally:
+                os.close(fd)
+            staged.append(Staged(item.rel, Path(item.shown), layout, before, item))
     return staged
+
+
+class _ByDescriptor:
+    """Let the format parsers, which open files by name, read an already open descriptor.
+
+    A name in a private directory is a symlink to ``/proc/self/fd/N``, which reopens exactly
+    the open file whatever happens to its path meanwhile. N is one descriptor slot each file
+    is ``dup2``-ed into, and the name keeps only the file's suffix (``f.safetensors``), which
+    is what parsers choose by: one symlink per suffix, not one per file. Messages are given
+    back the real path. Without ``/proc`` (not Linux) the parsers get the path itself, and the
+    identity and stat checks around them (:func:`stage`) are what is left.
+    """
+
+    PREFIX = "tvc-parse-"
+
+    def __enter__(self) -> _ByDescriptor:
+        self.dir = None
+        self.slot = -1
+        self.aliases: dict[str, str] = {}
+        if os.path.isdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # no usable TMPDIR: by path, checked around
+                self.dir = tempfile.mkdtemp(prefix=f"{self.PREFIX}{os.getpid()}-")
+                _remove_dead(tempfile.gettempdir(), self.PREFIX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.slot >= 0:
+            os.close(self.slot)
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def parse(self, fd: int, shown: str, parse: bool, allow_unsafe_pickle: bool) -> formats.Layout:
+        if self.dir is None:
+            return formats.parse_file(shown, parse=parse, allow_unsafe_pickle=allow_unsafe_pickle)
+        if self.slot < 0:
+            self.slot = os.dup(fd)
+        else:
+            os.dup2(fd, self.slot, inheritable=False)
+        _stem, dot, suffix = os.path.basename(shown).lstrip(".").partition(".")
+        alias = self.aliases.get(suffix)
+        if alias is None:
+            alias = os.path.join(self.dir, "f" + dot + suffix)
+            os.symlink(f"/proc/self/fd/{self.slot}", alias)
+            self.aliases[suffix] = alias
+        try:
+            return formats.parse_file(alias, parse=parse, allow_unsafe_pickle=allow_unsafe_pickle)
+        except TvcError as exc:
+            exc.message = exc.message.replace(alias, shown)
+            exc.args = (exc.message,)
+            raise
+
+
+def _remove_dead(tmp: str, prefix: str) -> None:
+    """Remove our ``<prefix><pid>-*`` directories whose process is gone (killed mid-commit)."""
+    with os.scandir(tmp) as entries:
+        for e in entries:
+            pid = e.name[len(prefix) :].partition("-")[0]
+            if not e.name.startswith(prefix) or not pid.isdigit():
+                continue
+            try:
+                if e.stat(follow_symlinks=False).st_uid != os.geteuid():
+                    continue
+                os.kill(int(pid), 0)
+                continue  # alive (or reused: left for a later run)
+            except ProcessLookupError:
+                shutil.rmtree(e.path, ignore_errors=True)
+            except OSError:
+                continue
 
 
 def delta_pieces(sources: list[Version], manifest: Callable[[str], Manifest]) -> Pieces:
@@ -92,20 +176,22 @@ def store_files(
     progress.start("commit", sum(st.layout.size for st in staged))
     entries: list[tuple[FileEntry, Manifest]] = []
     new_chunks = total_chunks = 0
+    opener = paths.Opener()
     try:
         for st in staged:
-            manifest, n_new, n_all = _store_file(st, pieces, session, progress)
+            manifest, n_new, n_all = _store_file(st, pieces, session, progress, opener)
             new_chunks += n_new
             total_chunks += n_all
             fe = FileEntry(st.rel, manifest.size, manifest.digest, manifest.format, manifest.id)
             entries.append((fe, manifest))
     finally:
+        opener.close()
         progress.finish()
     return entries, new_chunks, total_chunks
 
 
 def _store_file(
-    st: Staged, pieces: Pieces, session: WriteSession, progress: Progress
+    st: Staged, pieces: Pieces, session: WriteSession, progress: Progress, opener: paths.Opener
 ) -> tuple[Manifest, int, int]:
     layout = st.layout
     own = pieces.get(st.rel, {})
@@ -113,10 +199,12 @@ def _store_file(
     whole = hashing.hasher()
     chunk_list: list[tuple[str, int]] = []
     n_new = 0
-    with open(st.path, "rb") as f:
+    listed = st.listed or paths.listing(st.path)[0]
+    with os.fdopen(opener.open(listed), "rb") as f:
         now = os.fstat(f.fileno())
-        if now.st_size != layout.size or now.st_mtime_ns != st.stat.st_mtime_ns:
-            raise UsageError(f"{st.path}: file changed while committing")
+        paths.unchanged(listed, st.stat, now)
+        if now.st_size != layout.size:
+            raise PathError(f"{st.path}: file changed while committing; commit it again")
         # The chunker needs the bytes for CDC (tensors only need offsets): a read-only map.
         buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if layout.size else b""
         try:
@@ -128,7 +216,7 @@ def _store_file(
                 def read() -> bytes:  # runs on a worker thread
                     data = os.pread(fd, length, offset)
                     if len(data) != length:
-                        raise UsageError(f"{st.path}: file changed while committing")
+                        raise PathError(f"{st.path}: file changed while committing; commit again")
                     return data
 
                 return read
@@ -147,6 +235,8 @@ def _store_file(
                 chunk_list.append((res.id, res.raw_len))
                 n_new += res.new
                 progress.advance(res.raw_len)
+            # Rewritten in place while read (same size): stored torn unless caught here.
+            paths.unchanged(listed, now, os.fstat(f.fileno()))
         finally:
             del buf
     tensors = [
@@ -166,7 +256,19 @@ def _store_file(
 def write_file(
     store: ChunkStore, manifest: Manifest, target: Path, progress: Progress, where: str
 ) -> None:
-    """Decode, verify and write chunks on worker threads, each at its offset.
+    """Materialize one file at ``target`` (a temp file beside it, renamed into place).
+
+    Checkout does not use this (:mod:`tvc.repo.worktree` writes through descriptors into a
+    staging area); kept for callers that write one file to a path they chose.
+    """
+    with durable.atomic_file(target, sync=False) as out:
+        write_into(store, manifest, out.fileno(), progress, where)
+
+
+def write_into(
+    store: ChunkStore, manifest: Manifest, fd: int, progress: Progress, where: str
+) -> None:
+    """Decode, verify and write chunks on worker threads, each at its offset of ``fd``.
 
     Every chunk is verified against its id and the manifest against its own id, so the
     assembled file is the committed one without hashing it a second time. Materialized files
@@ -175,34 +277,46 @@ def write_file(
     """
     infos = store.infos((cid for cid, _n in manifest.chunks), with_bases=True)
     jobs = list(zip(manifest.chunks, manifest.starts, strict=True))
-    with durable.atomic_file(target, sync=False) as out:
-        fd = out.fileno()
-        os.ftruncate(fd, manifest.size)
+    os.ftruncate(fd, manifest.size)
 
-        def land(job: tuple[tuple[str, int], int]) -> int:
-            (cid, n), offset = job
-            info = infos.get(cid)
-            if info is None:
-                raise IntegrityError(f"chunk {cid} is not in the index")
-            os.pwrite(fd, store.read(cid, info, infos), offset)
-            return n
+    def land(job: tuple[tuple[str, int], int]) -> int:
+        (cid, n), offset = job
+        info = infos.get(cid)
+        if info is None:
+            raise IntegrityError(f"chunk {cid} is not in the index")
+        data = store.read(cid, info, infos)
+        view = memoryview(data).cast("B")
+        while view:  # pwrite may write less than asked (signals, some file systems)
+            done = os.pwrite(fd, view, offset)
+            view, offset = view[done:], offset + done
+        return n
 
-        try:
-            for n in ordered_map(land, jobs, store.workers):
-                progress.advance(n)
-        except IntegrityError as exc:
-            raise IntegrityError(f"{exc} (in {where})") from exc
+    try:
+        for n in ordered_map(land, jobs, store.workers):
+            progress.advance(n)
+    except IntegrityError as exc:
+        raise IntegrityError(f"{exc} (in {where})") from exc
 
 
 def same_file(target: Path, fe: FileEntry) -> bool:
     """Whether ``target`` already holds exactly ``fe``'s bytes (then checkout leaves it)."""
     try:
-        if target.stat().st_size != fe.size:
-            return False
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return False
+    try:
+        return same_content(fd, fe)
+    finally:
+        os.close(fd)
+
+
+def same_content(fd: int, fe: FileEntry) -> bool:
+    """Whether the open file ``fd`` holds exactly ``fe``'s bytes (size first, then BLAKE3)."""
+    if os.fstat(fd).st_size != fe.size:
+        return False
     h = hashing.hasher()
-    with open(target, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
+    offset = 0
+    while block := os.pread(fd, 1 << 22, offset):
+        h.update(block)
+        offset += len(block)
     return h.hexdigest() == fe.digest

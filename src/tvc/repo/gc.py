@@ -22,8 +22,10 @@ several sharing a store and a DB):
    file gone, reads the index again and follows the chunk to its new pack.
 5. **Unindexed packs are someone's write in flight** until proven otherwise: gc deletes one only
    when it is older than the grace period (default 1 hour, ``--grace``) and no live upload
-   lease (a commit or push in progress, table ``uploads``) started before it was written. Temp
-   files in staging follow the same rule.
+   lease (a commit or push in progress, table ``uploads``) started before it was written, and
+   never one that holds a version record the DB lacks (a commit that died after writing all
+   its packs: ``fsck --rebuild-index`` recovers it). Temp files in staging follow the
+   same rule.
 """
 
 from __future__ import annotations
@@ -43,7 +45,16 @@ from tvc.store.index import chunks as chunks_t
 from tvc.store.index import leases as leases_t
 from tvc.store.index import packs as packs_t
 from tvc.store.index import uploads as uploads_t
-from tvc.store.packs import ENTRY, FOOTER, MAGIC, TRAILER_ROW, PackWriter, pack_object_name
+from tvc.store.packs import (
+    ENTRY,
+    FOOTER,
+    MAGIC,
+    TRAILER_ROW,
+    Kind,
+    PackWriter,
+    pack_object_name,
+    read_pack_index,
+)
 
 if TYPE_CHECKING:
     from tvc.repo.repository import Repository
@@ -287,14 +298,28 @@ def _unindexed(repo: Repository, report: dict[str, Any], dry_run: bool, grace: f
         # An upload that started before the object was written may be about to index it.
         return oldest_upload is None or mtime < oldest_upload - 60
 
+    with repo.meta.read() as conn:
+        versions = set(conn.execute(sa.select(s.versions.c.id)).scalars())
     for name in list(backend.list("packs/")):
         if name in indexed:
             continue
         try:
             mtime, size = backend.mtime(name), backend.size(name)
+            if not collectable(mtime):
+                continue
+            held = [
+                e.id
+                for e in read_pack_index(backend, name)
+                if e.kind == Kind.VERSION and e.id not in versions
+            ]
+        except IntegrityError:
+            held = []  # not a pack at all (a rebuild could not read it either): garbage
         except StorageError:
-            continue
-        if not collectable(mtime):
+            continue  # the backend failed: look again next time
+        if held:
+            # A commit that died between its last pack and its transaction: the version is
+            # whole in the store. Never deleted here; `fsck --rebuild-index` recovers it.
+            report["kept_unindexed"] = report.get("kept_unindexed", 0) + 1
             continue
         report["unindexed_packs"] += 1
         report["bytes_freed"] += size

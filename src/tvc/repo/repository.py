@@ -45,16 +45,14 @@ from tvc.errors import (
     UnknownRefError,
     UsageError,
 )
-from tvc.repo import db, names, paths
+from tvc.repo import db, names, paths, worktree
 from tvc.repo import schema as s
 from tvc.repo.files import (
     NoProgress,
     Progress,
     delta_pieces,
-    same_file,
     stage,
     store_files,
-    write_file,
 )
 from tvc.repo.manifest import Manifest
 from tvc.repo.meta import Metadata, default_author, version_from_row
@@ -669,44 +667,15 @@ class Repository:
         only: list[str] | None = None,
         force: bool = False,
         progress: Progress | None = None,
-    ) -> list[Path]:
-        """Materialize a version's files under ``dest``, every byte verified.
-
-        A file that already exists with other content is an error unless ``force``; one with
-        the same content is left as it is.
-        """
+    ) -> worktree.CheckoutResult:
+        """Make ``dest`` hold exactly the version's files, every byte verified (atomically:
+        a failure leaves ``dest`` as it was). The result lists the version's files under
+        ``dest`` and what was written, removed and kept (see :mod:`tvc.repo.worktree`)."""
         version = self.resolve(ref)
         dest_dir = Path(dest) if dest is not None else Path(version.model.split("/")[-1])
-        selected = list(version.files)
-        if only:
-
-            def under(path: str, w: str) -> bool:
-                return path == w or path.startswith(w.rstrip("/") + "/")
-
-            selected = [f for f in selected if any(under(f.path, w) for w in only)]
-            for w in only:
-                if not any(under(f.path, w) for f in selected):
-                    raise UnknownRefError(f"{version.ref} has no file or directory {w!r}")
-        targets = [(fe, paths.destination(dest_dir, fe.path)) for fe in selected]
-        todo = []
-        for fe, target in targets:
-            if target.exists() or target.is_symlink():
-                if not target.is_file() or target.is_symlink():
-                    raise ExistsError(f"{target} exists and is not a regular file")
-                if same_file(target, fe):
-                    continue
-                if not force:
-                    raise ExistsError(f"{target} exists with other content (use --force)")
-            todo.append((fe, target))
-        progress = progress or NoProgress()
-        progress.start("checkout", sum(fe.size for fe, _t in todo))
-        try:
-            for fe, target in todo:
-                where = f"{version.ref}:{fe.path}"
-                write_file(self.store, self.manifest(fe.manifest_id), target, progress, where)
-        finally:
-            progress.finish()
-        return [t for _fe, t in targets]
+        return worktree.checkout(
+            self.store, self.manifest, version, dest_dir, only=only, force=force, progress=progress
+        )
 
     def read(self, ref: str | Version, path: str) -> bytes:
         version = ref if isinstance(ref, Version) else self.resolve(ref)
