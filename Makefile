@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 # torch: exactly the CPU build that lies on this machine's disk (anything else pulls GBs of CUDA).
 TORCH  := torch==2.13.0
 
-.PHONY: demo test lint fmt bench clean
+.PHONY: demo test lint fmt bench clean fuse
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,13 @@ lint: $(VENV)/.test-deps
 	$(VENV)/bin/ruff check src tests demo bench
 	$(VENV)/bin/ruff format --check src tests demo bench
 
-test: lint
+# tests/powerloss mounts a FUSE file system: it needs fusermount3 and libfuse3 (Debian fuse3).
+fuse:
+	@command -v fusermount3 >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 >/dev/null; } || \
+	    echo "make: could not install fuse3 (fusermount3, libfuse3); tests/powerloss will fail" >&2
+
+test: lint fuse
 	$(PY) -m pytest -n 2 -q -p no:cacheprovider
 
 fmt: $(VENV)/.test-deps

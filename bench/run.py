@@ -1273,10 +1273,11 @@ def locks_report(lk: dict[str, Any]) -> str:
         return lk.get("skipped") or f"ERROR: {lk['error']}"
     rows = [
         [op, f"{lk[f'{op} idle']:.3f}", f"{lk.get(f'{op} during commit', float('nan')):.3f}"]
-        for op in ("alias set", "rollback")
+        for op in ("alias set", "rollback", "api alias set", "api rollback")
     ]
     head = (
-        f"cold `tvc` processes, median s; the other commit: {mb(lk['file_bytes'])} MB in "
+        f"cold `tvc` processes and the API in one process, median s; the other commit: "
+        f"{mb(lk['file_bytes'])} MB in "
         f"{lk['commit_seconds']:.1f} s, {lk['samples_during_commit']} samples during it"
     )
     return "\n".join([head, "", table(["command", "idle", "during the commit"], rows)])

@@ -591,7 +591,7 @@ def test_parity_output_and_exit_codes(sh):
             capture_output=True,
             **head,
         )
-        assert (r.stdout[10:], r.stderr) == (b" 1\n", b""), daemon  # quiet, incomplete
+        assert (r.stdout[10:], r.stderr) == (b" 141\n", b""), daemon  # quiet, as cat is
 
 
 def test_parity_a_deleted_working_directory(sh):

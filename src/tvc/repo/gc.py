@@ -94,8 +94,19 @@ def collect_garbage(repo: Repository, *, dry_run: bool, grace: float | None) -> 
 
 
 # -- lease -----------------------------------------------------------------------------------
+def _started(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot; "" where /proc is missing): with
+    the pid it names a process for good, since pids are reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
 def _take_lease(repo: Repository) -> str:
-    holder = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    me = os.getpid()
+    holder = f"{os.uname().nodename}:{me}:{_started(me)}:{uuid.uuid4().hex[:8]}"
     now = time.time()
     with repo.meta.write() as conn:
         row = conn.execute(sa.select(leases_t).where(leases_t.c.name == "gc")).first()
@@ -109,8 +120,7 @@ def _take_lease(repo: Repository) -> str:
 def _dead_here(holder: str) -> bool:
     """Whether a lease's holder was a process on this host that no longer runs (a gc killed
     mid-way must not block the next one for the lease's whole hour)."""
-    host, _, rest = holder.partition(":")
-    pid = rest.split(":", 1)[0]
+    host, pid, started, *_rest = [*holder.split(":"), "", "", ""]
     if host != os.uname().nodename or not pid.isdigit():
         return False
     try:
@@ -119,7 +129,7 @@ def _dead_here(holder: str) -> bool:
         return True
     except OSError:
         return False
-    return False
+    return bool(started) and _started(int(pid)) not in ("", started)  # the pid was reused
 
 
 def _release_lease(repo: Repository, holder: str) -> None:
