@@ -542,12 +542,13 @@ def stop_helpers(directory: str, timeout: float = 30.0) -> list[dict]:
 def run() -> None:  # pragma: no cover - exercised through subprocesses in tests/cli/test_daemon.py
     """The console script."""
     argv = sys.argv[1:]
-    if argv == ["--version"]:  # what scripts probe first: no need for Typer, Rich or anything
+    helper = enabled()
+    if argv == ["--version"] and not helper:  # scripts probe it first: no Typer, Rich or DB
         from tvc import __version__
 
         sys.stdout.write(f"tvc {__version__}\n")
         return
-    if enabled() and argv[:1] != ["daemon"]:
+    if helper and argv[:1] != ["daemon"]:
         directory = runtime_dir()
         if directory is not None:
             key = helper_key()
