@@ -8,7 +8,16 @@ import sys
 import click
 import typer
 
-from tvc.cli import analysis, common, inspect, maintenance, refs, registry_cmds, snapshot
+from tvc.cli import (
+    analysis,
+    common,
+    inspect,
+    maintenance,
+    refs,
+    registry_cmds,
+    remote_cmds,
+    snapshot,
+)
 from tvc.errors import TvcError
 
 app = typer.Typer(
@@ -48,7 +57,7 @@ def _global(
     common.state.quiet = quiet
 
 
-for module in (snapshot, inspect, refs, maintenance, analysis, registry_cmds):
+for module in (snapshot, inspect, refs, maintenance, analysis, registry_cmds, remote_cmds):
     module.register(app)
 
 
