@@ -225,8 +225,8 @@ def receive_pack(
 
     A pack whose every entry is indexed already is dropped, not stored twice.
     """
-    check_pack_name(name)
     try:
+        check_pack_name(name)
         size = path.stat().st_size
         if size > MAX_PACK_BYTES:
             raise IntegrityError(f"pack {name[:16]}… is {size} bytes, more than a pack may be")

@@ -1,0 +1,229 @@
+"""push / pull / clone between registries, over both transports: another registry directory
+and a real ``tvc server`` on loopback. Faults are injected by wrapping a transport."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+import tvc
+from server_helpers import running_server, token
+from tvc.errors import ConflictError, IntegrityError
+from tvc.remote import objects, open_transport, record, sync
+from tvc.remote.transport import Transport
+from tvc.store import index
+
+from repo_helpers import make_model_dir
+
+
+@pytest.fixture(params=["path", "http"])
+def connect(request):
+    """``connect(registry_dir) -> (where, token)``: a path, or a server started on it."""
+    with contextlib.ExitStack() as stack:
+
+        def make(path: Path):
+            if request.param == "path":
+                return str(path), None
+            secret = token(path, "pusher")
+            url, _proc = stack.enter_context(running_server(path))
+            return url, secret
+
+        yield make
+
+
+def chain(tmp_path: Path, n: int = 3, name: str = "a") -> tvc.Registry:
+    reg = tvc.Registry.init(tmp_path / name)
+    for i in range(n):
+        make_model_dir(tmp_path / "out", seed=1, changed=tuple(range(i)))
+        reg.commit("m", [tmp_path / "out"], f"step {i}", detect_code=False)
+    return reg
+
+
+def pack_bytes(reg) -> int:
+    with reg.meta.read() as conn:
+        return conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(index.packs.c.size), 0))
+        ).scalar()
+
+
+def same_versions(a, b, model="m"):
+    va, vb = a.log(model), b.log(model)
+    assert [(v.id, v.number) for v in va] == [(v.id, v.number) for v in vb]
+    for v in va:
+        for fe in v.files if v.files else a.version(v.id).files:
+            assert a.read(f"{model}@v{v.number}", fe.path) == b.read(
+                f"{model}@v{v.number}", fe.path
+            )
+
+
+def test_push_then_clone_every_version_bit_exact(tmp_path, connect):
+    a = chain(tmp_path)
+    srv = tvc.Registry.init(tmp_path / "srv")
+    where, secret = connect(tmp_path / "srv")
+    with open_transport(where, secret) as remote:
+        t = sync.push(a, remote, ["m"])
+    assert t.versions == 3 and t.branches[0]["status"] == "updated"
+    c = tvc.Registry.clone(where, tmp_path / "c", token=secret)
+    same_versions(a, srv)
+    same_versions(a, c)
+    for reg in (a, srv, c):
+        assert reg.fsck(read_data=True)["ok"]
+    assert c.refs_of("m") == srv.refs_of("m")
+    # A second push and a pull have nothing to send.
+    with open_transport(where, secret) as remote:
+        assert sync.push(a, remote, ["m"]).bytes_sent == 0
+        assert sync.pull(c, remote).bytes_sent == 0
+
+
+def test_only_missing_objects_travel(tmp_path, connect):
+    a = chain(tmp_path)
+    srv = tvc.Registry.init(tmp_path / "srv")
+    where, secret = connect(tmp_path / "srv")
+    with open_transport(where, secret) as remote:
+        sync.push(a, remote, ["m"])
+        make_model_dir(tmp_path / "out", seed=1, changed=(0, 1, 2, 3))  # a fine-tune
+        a.commit("m", [tmp_path / "out"], "fine-tune", detect_code=False)
+        before = pack_bytes(srv)
+        t = sync.push(a, remote, ["m"])
+    added = pack_bytes(srv) - before
+    assert t.versions == 1 and t.objects_skipped > 0
+    assert 0 < t.bytes_sent <= 1.1 * added, (t.bytes_sent, added)
+
+
+def test_non_fast_forward_is_refused_and_force_overwrites(tmp_path, connect):
+    a = chain(tmp_path, 1)
+    srv = tvc.Registry.init(tmp_path / "srv")
+    where, secret = connect(tmp_path / "srv")
+    with open_transport(where, secret) as remote:
+        sync.push(a, remote, ["m"])
+        b = tvc.Registry.clone(where, tmp_path / "b", token=secret)
+        make_model_dir(tmp_path / "out", seed=5)
+        b.commit("m", [tmp_path / "out"], "from b", detect_code=False)
+        sync.push(b, remote, ["m"])
+        make_model_dir(tmp_path / "out", seed=6)
+        mine = a.commit("m", [tmp_path / "out"], "from a", detect_code=False)
+        theirs = srv.resolve("m@main").id
+        with pytest.raises(ConflictError, match=r"pull.*--force"):
+            sync.push(a, remote, ["m"])
+        assert srv.resolve("m@main").id == theirs
+        with pytest.raises(ConflictError, match="--force"):
+            sync.pull(a, remote, ["m"])
+        assert a.resolve("m@main").id == mine.id
+        sync.push(a, remote, ["m"], force=True)
+        assert srv.resolve("m@main").id == mine.id
+
+
+def test_a_branch_that_moved_meanwhile_is_not_overwritten(tmp_path):
+    """Two pushes that saw the same head: the receiver's compare-and-swap lets one win."""
+    a = chain(tmp_path, 2)
+    srv = tvc.Registry.init(tmp_path / "srv")
+    with open_transport(str(tmp_path / "srv")) as remote:
+        sync.push(a, remote, ["m@main"])
+    v1, v2 = (v.id for v in reversed(a.log("m")))
+    with pytest.raises(ConflictError, match="moved meanwhile"):
+        record.record_versions(srv, "m", [], moves=[record.Move("main", v1, v1)], actor="late")
+    assert srv.resolve("m@main").id == v2
+
+
+class FailingAfter(Transport):
+    """A transport that dies after ``n`` packs went through (a killed push), by wrapping."""
+
+    def __init__(self, inner: Transport, n: int) -> None:
+        self.inner, self.n, self.url = inner, n, inner.url
+
+    def put_pack(self, name, path, lease):
+        if self.n <= 0:
+            raise KeyboardInterrupt("killed")
+        self.n -= 1
+        return self.inner.put_pack(name, path, lease)
+
+    def __getattribute__(self, attr):
+        if attr in ("put_pack", "inner", "n", "url") or attr.startswith("__"):
+            return object.__getattribute__(self, attr)
+        return getattr(object.__getattribute__(self, "inner"), attr)
+
+    refs = recorded = version_infos = ancestry = object_rows = missing = None  # type: ignore
+    get_pack = take_lease = drop_lease = record = None  # type: ignore
+
+
+def test_a_killed_push_sends_only_what_is_missing_when_run_again(tmp_path, connect, monkeypatch):
+    a = chain(tmp_path, 3)
+    tvc.Registry.init(tmp_path / "srv")
+    monkeypatch.setattr(objects, "PACK_LIMIT", 200_000)  # several packs
+    where, secret = connect(tmp_path / "srv")
+    with open_transport(where, secret) as remote:
+        with pytest.raises(KeyboardInterrupt):
+            sync.push(a, FailingAfter(remote, 2), ["m"])
+        srv = tvc.Registry(tmp_path / "srv")
+        assert srv.models() == []  # nothing recorded, the two packs kept
+        kept = pack_bytes(srv)
+        assert kept > 0
+        t = sync.push(a, remote, ["m"])
+    assert t.objects_skipped >= 2 and t.versions == 3
+    full = sync.Transfer("push", "")
+    rows = objects.with_bases(a.engine, record.objects_of(a, [v.id for v in a.log("m")]))
+    full.objects_sent = len(rows)
+    assert t.objects_sent + t.objects_skipped == full.objects_sent
+    assert t.objects_sent < full.objects_sent
+    same_versions(a, srv)
+    assert srv.fsck(read_data=True)["ok"]
+
+
+class FlippingServer(Transport):
+    """A hostile remote: every pack it hands out has one byte flipped (``^ 0xFF``)."""
+
+    def __init__(self, inner: Transport, where: str = "payload") -> None:
+        self.inner, self.where, self.url = inner, where, inner.url
+
+    def get_pack(self, ids, staging):
+        name, path = self.inner.get_pack(ids, staging)
+        data = bytearray(path.read_bytes())
+        if self.where == "payload":
+            data[len(data) // 2] ^= 0xFF
+        elif self.where == "name":
+            return "../" + name, path
+        path.write_bytes(bytes(data))
+        return name, path
+
+    def __getattribute__(self, attr):
+        if attr in ("get_pack", "inner", "where", "url") or attr.startswith("__"):
+            return object.__getattribute__(self, attr)
+        return getattr(object.__getattribute__(self, "inner"), attr)
+
+    refs = recorded = version_infos = ancestry = object_rows = missing = None  # type: ignore
+    put_pack = take_lease = drop_lease = record = None  # type: ignore
+
+
+@pytest.mark.parametrize("where", ["payload", "name"])
+def test_a_hostile_remote_is_refused_and_nothing_is_stored(tmp_path, where):
+    a = chain(tmp_path, 2)
+    b = tvc.Registry.init(tmp_path / "b")
+    with open_transport(str(tmp_path / "a")) as remote, pytest.raises(IntegrityError):
+        sync.pull(b, FlippingServer(remote, where))
+    assert pack_bytes(b) == 0 and b.models() == []
+    assert list((b.dir / "tmp").iterdir()) == []
+    assert not list((b.dir / "objects").glob("packs/*/*"))
+    del a
+
+
+def test_the_receiver_verifies_every_entry(tmp_path):
+    """A pack that hashes to its name but holds an entry whose bytes are not its id."""
+    from tvc.store.packs import PackWriter
+
+    b = tvc.Registry.init(tmp_path / "b")
+    w = PackWriter(b.dir / "tmp")
+    w.add("ab" * 32, b"not what that id names", 22, 0, None, 0, 22)
+    name = w.finish()
+    with pytest.raises(IntegrityError, match="does not match its id"):
+        objects.receive_pack(b, w.path, name)
+    assert pack_bytes(b) == 0 and not w.path.exists()
+    # ... and one that asks for ids gets only those.
+    a = chain(tmp_path, 1)
+    some = record.objects_of(a, [a.resolve("m").id])
+    name, path, _size = objects.write_pack(a, some, b.dir / "tmp")
+    with pytest.raises(IntegrityError, match="not asked for"):
+        objects.receive_pack(b, path, name, wanted=some[1:])
+    assert pack_bytes(b) == 0
