@@ -148,7 +148,7 @@ class FailingAfter(Transport):
             return object.__getattribute__(self, attr)
         return getattr(object.__getattribute__(self, "inner"), attr)
 
-    refs = recorded = version_infos = ancestry = object_rows = missing = None  # type: ignore
+    refs = recorded = version_infos = ancestry = object_rows = missing = history = None  # type: ignore
     get_pack = take_lease = record = None  # type: ignore
 
 
@@ -200,7 +200,7 @@ class FlippingServer(Transport):
             return object.__getattribute__(self, attr)
         return getattr(object.__getattribute__(self, "inner"), attr)
 
-    refs = recorded = version_infos = ancestry = object_rows = missing = None  # type: ignore
+    refs = recorded = version_infos = ancestry = object_rows = missing = history = None  # type: ignore
     put_pack = take_lease = drop_lease = record = None  # type: ignore
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tvc.errors import ConflictError, IntegrityError, UsageError
+from tvc.remote import history as events
 from tvc.remote.objects import with_bases
 from tvc.repo import names
 from tvc.repo import schema as s
@@ -129,9 +130,11 @@ class Recorded:
     numbers: dict[str, int]  # id -> number here, for every version of the call
     branches: dict[str, dict[str, str | None]]  # name -> {"old", "new"}
     tags: list[str]  # tags created
+    history: dict[str, int] | None = None  # events applied / skipped
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "history": self.history,
             "model": self.model,
             "new_versions": self.new_versions,
             "numbers": self.numbers,
@@ -202,10 +205,14 @@ def record_versions(
     moves: list[Move] = (),  # type: ignore[assignment]
     tags: dict[str, str] | None = None,
     force: bool = False,
+    history: list[dict[str, Any]] | None = None,
+    gates: bool = True,
     actor: str,
 ) -> Recorded:
     """Record ``versions`` (parents first; their objects already indexed here), move branches
-    by compare-and-swap and create tags (name -> version id) — all in one transaction.
+    by compare-and-swap, create tags (name -> version id) and replay ``history`` (see
+    :mod:`tvc.remote.history`; ``gates``: the receiver's lifecycle and gates decide) — all in
+    one transaction.
 
     The receiver reads each version from its own store (the record it verified), never from
     the sender's say-so. A branch that moved meanwhile, or a move that is not a fast-forward
@@ -326,4 +333,12 @@ def record_versions(
                 )
             repo.meta.create_ref(conn, mid_, "tag", tag, vid, actor=actor, reason="push")
             created.append(tag)
-    return Recorded(model, new_versions, out_numbers, branches, created)
+        done = None
+        if history:
+            try:
+                done = events.apply(
+                    repo, conn, mid_, model, history, gates=gates, force=force, actor=actor
+                )
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise UsageError(f"malformed history event ({exc!r})") from exc
+    return Recorded(model, new_versions, out_numbers, branches, created, done)

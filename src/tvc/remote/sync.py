@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tvc.errors import ConflictError, UnknownRefError, UsageError
-from tvc.remote import objects, record
+from tvc.remote import history, objects, record
 from tvc.remote.transport import Transport
 from tvc.repo import names
 from tvc.repo.meta import default_author
@@ -48,9 +48,16 @@ class Transfer:
     bytes_sent: int = 0  # pack bytes that travelled
     packs: int = 0
     branches: list[dict[str, Any]] = field(default_factory=list)
+    history: dict[str, int] = field(default_factory=dict)  # events applied / skipped
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def _add(total: dict[str, int], more: dict[str, int] | None) -> dict[str, int]:
+    for k, n in (more or {}).items():
+        total[k] = total.get(k, 0) + n
+    return total
 
 
 def _branch_specs(repo, specs: list[str], all_: bool) -> list[tuple[str, str]]:
@@ -125,7 +132,9 @@ def push(
             (r["id"] for r in rrefs if r["kind"] == "branch" and r["name"] == branch), None
         )
         entry = {"model": model, "branch": branch, "old": rhead, "new": head}
-        if rhead == head:
+        if rhead == head:  # no versions to send; alias moves, states, metrics may still be
+            got = remote.record(model, [], history=history.collect(repo, model), force=force)
+            t.history = _add(t.history, got.get("history"))
             t.branches.append({**entry, "status": "up to date"})
             continue
         if rhead is not None and not force:
@@ -154,9 +163,11 @@ def push(
             numbers=numbers,
             moves=[[branch, rhead, head]],
             tags=tags,
+            history=history.collect(repo, model),
             force=force,
         )
         t.versions += len(got["new_versions"])
+        t.history = _add(t.history, got.get("history"))
         t.branches.append({**entry, "status": "forced" if force and rhead else "updated"})
     return t
 
@@ -240,9 +251,12 @@ def _receive(
             moves=moves,
             tags=new_tags,
             force=force,
+            history=remote.history(model),
+            gates=False,
             actor=default_author(),
         )
         t.versions += len(got.new_versions)
+        t.history = _add(t.history, got.history)
         for name, mv in got.branches.items():
             t.branches.append({"model": model, "branch": name, **mv})
         if not move:

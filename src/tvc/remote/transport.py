@@ -19,7 +19,7 @@ from typing import Any
 
 from tvc import errors
 from tvc.errors import AccessError, StorageError, TvcError, UsageError
-from tvc.remote import objects, record
+from tvc.remote import history, objects, record
 from tvc.repo.meta import default_author
 
 
@@ -47,6 +47,10 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     def missing(self, ids: list[str]) -> list[str]: ...
+
+    @abc.abstractmethod
+    def history(self, model: str) -> list[dict[str, Any]]:
+        """State, alias and metric events of ``model`` (:mod:`tvc.remote.history`)."""
 
     @abc.abstractmethod
     def put_pack(self, name: str, path: Path, lease: str | None) -> dict[str, Any]:
@@ -107,6 +111,9 @@ class PathTransport(Transport):
 
     def missing(self, ids):
         return objects.missing(self.repo.engine, ids)
+
+    def history(self, model):
+        return history.collect(self.repo, model)
 
     def put_pack(self, name, path, lease):
         dest = self.repo.dir / "tmp"
@@ -248,6 +255,9 @@ class HttpTransport(Transport):
             body = self._call("POST", "/objects/missing", json={"ids": ids[i : i + objects.BATCH]})
             out.extend(body["missing"])
         return out
+
+    def history(self, model):
+        return self._call("GET", "/history", params={"model": model})["events"]
 
     def put_pack(self, name, path, lease):
         def body():

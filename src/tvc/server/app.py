@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tvc import errors
 from tvc.api import Registry
-from tvc.remote import objects, record
+from tvc.remote import history, objects, record
 from tvc.remote.transport import rows_json
 from tvc.server.tokens import Token, TokenStore
 
@@ -62,6 +62,7 @@ class RecordRequest(BaseModel):
     numbers: dict[str, int] = Field(default_factory=dict)
     moves: list[tuple[str, str | None, str]] = Field(default_factory=list)
     tags: dict[str, str] = Field(default_factory=dict)
+    history: list[dict[str, Any]] = Field(default_factory=list, max_length=100_000)
     force: bool = False
 
 
@@ -130,6 +131,11 @@ def create_app(data: str | os.PathLike[str]) -> FastAPI:
     ) -> dict[str, Any]:
         rows = record.list_refs(reg, model)
         return {"refs": [r for r in rows if token.may_read(r["model"])]}
+
+    @app.get(f"{API}/history", **scoped("read"))
+    def history_(model: str, token: Token = Depends(need("read"))) -> dict[str, Any]:
+        readable(token, model)
+        return {"events": history.collect(reg, model)}
 
     # -- versions ------------------------------------------------------------------------
     @app.post(f"{API}/versions/recorded", **scoped("read"))
@@ -248,6 +254,8 @@ def create_app(data: str | os.PathLike[str]) -> FastAPI:
             moves=[record.Move(*m) for m in body.moves],
             tags=body.tags,
             force=body.force,
+            history=body.history,
+            gates=True,
             actor=token.name,
         )
         return got.to_json()
