@@ -13,6 +13,8 @@ a transfer in progress.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,28 +87,60 @@ def _local_head(repo, model: str, branch: str) -> str:
     return head
 
 
+PARALLEL = 3  # packs in flight at once, each way
+
+
+def levels(ids: list[str], level_of) -> list[list[str]]:
+    """``ids`` split into the levels that must land one after another: full entries, then
+    deltas on them (one level per delta depth), then version records. Within a level packs
+    travel in parallel."""
+    by: dict[tuple, list[str]] = {}
+    for i in ids:
+        by.setdefault(level_of(i), []).append(i)
+    return [by[k] for k in sorted(by)]
+
+
+def _parallel(fn, groups: list[list[str]]) -> Iterator[Any]:
+    """``fn`` over ``groups`` on PARALLEL threads, results in order; the first error stops
+    the rest from starting and is raised once the running ones end."""
+    if len(groups) <= 1:
+        yield from map(fn, groups)
+        return
+    with ThreadPoolExecutor(PARALLEL, thread_name_prefix="tvc-transfer") as pool:
+        futures = [pool.submit(fn, g) for g in groups]
+        try:
+            for fut in futures:
+                yield fut.result()
+        finally:
+            for fut in futures:
+                fut.cancel()
+
+
 def _send(repo, remote: Transport, ids: list[str], t: Transfer, progress) -> None:
     rows = objects.with_bases(repo.engine, ids)
     absent = remote.missing(list(rows))
     t.objects_skipped += len(rows) - len(absent)
     if not absent:
         return
-    order = objects.send_order(rows, absent)
-    packs = objects.plan_packs(rows, order)
     progress.start(f"push to {remote.url}", sum(rows[i].stored_len for i in absent))
     lease = remote.take_lease()
+
+    def one(group: list[str]) -> tuple[list[str], int]:
+        name, path, size = objects.write_pack(repo, group, repo.dir / "tmp")
+        try:
+            remote.put_pack(name, path, lease)
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        return group, size
+
     try:
-        for group in packs:
-            name, path, size = objects.write_pack(repo, group, repo.dir / "tmp")
-            try:
-                remote.put_pack(name, path, lease)
-            finally:
-                with contextlib.suppress(OSError):
-                    path.unlink()
-            t.packs += 1
-            t.objects_sent += len(group)
-            t.bytes_sent += size
-            progress.advance(sum(rows[i].stored_len for i in group))
+        for level in levels(absent, lambda i: (rows[i].kind == Kind.VERSION, rows[i].depth)):
+            for group, size in _parallel(one, objects.plan_packs(rows, level)):
+                t.packs += 1
+                t.objects_sent += len(group)
+                t.bytes_sent += size
+                progress.advance(sum(rows[i].stored_len for i in group))
     finally:
         progress.finish()
         remote.drop_lease(lease)
@@ -207,31 +241,26 @@ def _receive(
             rows = remote.object_rows(todo)
             need = objects.missing(repo.engine, list(rows))
             t.objects_skipped += len(rows) - len(need)
-            order = sorted(need, key=lambda i: (rows[i]["kind"] == Kind.VERSION, rows[i]["depth"]))
-            groups: list[list[str]] = []
-            size = 0
-            for i in order:
-                n = rows[i]["stored_len"] + 90
-                if not groups or size + n > objects.PACK_LIMIT:
-                    groups.append([])
-                    size = 0
-                groups[-1].append(i)
-                size += n
+            sizes = {i: objects.ENTRY.size + rows[i]["stored_len"] for i in need}
+
+            def one(group: list[str]) -> tuple[list[str], objects.Received]:
+                name, path = remote.get_pack(group, repo.dir / "tmp")
+                return group, objects.receive_pack(repo, path, name, wanted=group)
+
             progress.start(f"pull from {remote.url}", sum(rows[i]["stored_len"] for i in need))
             try:
-                for group in groups:
-                    name, path = remote.get_pack(group, repo.dir / "tmp")
-                    got = objects.receive_pack(repo, path, name, wanted=group)
-                    missing_now = set(objects.missing(repo.engine, group))
-                    if missing_now:
-                        raise ConflictError(
-                            f"{remote.url} sent a pack without {len(missing_now)} asked-for "
-                            "object(s); nothing of them was recorded"
-                        )
-                    t.packs += 1
-                    t.objects_sent += got.objects
-                    t.bytes_sent += got.bytes
-                    progress.advance(sum(rows[i]["stored_len"] for i in group))
+                key = {i: (rows[i]["kind"] == Kind.VERSION, rows[i]["depth"]) for i in need}
+                for level in levels(need, key.__getitem__):
+                    for group, got in _parallel(one, _groups(level, sizes)):
+                        if objects.missing(repo.engine, group):
+                            raise ConflictError(
+                                f"{remote.url} sent a pack without objects asked for; nothing "
+                                "of them was recorded"
+                            )
+                        t.packs += 1
+                        t.objects_sent += got.objects
+                        t.bytes_sent += got.bytes
+                        progress.advance(sum(rows[i]["stored_len"] for i in group))
             finally:
                 progress.finish()
         todo.sort(key=lambda v: infos.get(v, {}).get("number", 0))
@@ -264,6 +293,18 @@ def _receive(
                 {"model": model, "branch": b, "remote": h, "local": local.get(("branch", b))}
                 for b, h in heads.items()
             ]
+
+
+def _groups(ids: list[str], sizes: dict[str, int]) -> list[list[str]]:
+    groups: list[list[str]] = []
+    size = 0
+    for i in ids:
+        if not groups or size + sizes[i] > objects.PACK_LIMIT:
+            groups.append([])
+            size = 0
+        groups[-1].append(i)
+        size += sizes[i]
+    return groups
 
 
 def _local_refs(repo, model: str) -> list[dict[str, Any]]:
