@@ -60,6 +60,13 @@ def test_states_aliases_and_metrics_travel_with_their_history(tmp_path, connect)
     assert actors == {"tester" if secret is None else "pusher"}
     c = tvc.Registry.clone(where, tmp_path / "c", token=secret)
     assert audit(c) == audit(a)
+    # What the clone recorded is in its journal: a rebuild from its store gives it all back.
+    c.close()
+    tvc.Registry.rebuild_index(tmp_path / "c")
+    c = tvc.Registry(tmp_path / "c")
+    assert audit(c) == audit(a)
+    assert [(v.id, v.number) for v in c.log("m")] == [(v.id, v.number) for v in a.log("m")]
+    assert c.resolve("m@prod").id == a.resolve("m@prod").id
     # A move made on the clone travels back on the next push, with no new version.
     c.set_alias("m", "prod", "v2", reason="from the clone")
     with open_transport(where, secret) as remote:

@@ -4,6 +4,7 @@ and a real ``tvc server`` on loopback. Faults are injected by wrapping a transpo
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,39 @@ def test_the_receiver_verifies_every_entry(tmp_path):
     with pytest.raises(IntegrityError, match="not asked for"):
         objects.receive_pack(b, path, name, wanted=some[1:])
     assert pack_bytes(b) == 0
+
+
+def test_two_pushes_to_one_branch_at_once_exactly_one_wins(tmp_path, connect):
+    import threading
+
+    a = chain(tmp_path, 1)
+    tvc.Registry.init(tmp_path / "srv").close()
+    where, secret = connect(tmp_path / "srv")
+    with open_transport(where, secret) as remote:
+        sync.push(a, remote, ["m"])
+    clones = [tvc.Registry.clone(where, tmp_path / f"c{i}", token=secret) for i in range(2)]
+    for i, c in enumerate(clones):
+        make_model_dir(tmp_path / f"out{i}", seed=20 + i)
+        c.commit("m", [tmp_path / f"out{i}"], f"clone {i}", detect_code=False)
+    start = threading.Barrier(2)
+    outcome: list[object] = [None, None]
+
+    def go(i: int) -> None:
+        with open_transport(where, secret) as remote:
+            start.wait()
+            try:
+                outcome[i] = sync.push(clones[i], remote, ["m"])
+            except ConflictError as exc:
+                outcome[i] = exc
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    won = [i for i in range(2) if isinstance(outcome[i], sync.Transfer)]
+    assert len(won) == 1, outcome
+    lost = outcome[1 - won[0]]
+    assert isinstance(lost, ConflictError) and re.search("moved meanwhile|pull", str(lost))
+    srv = tvc.Registry(tmp_path / "srv")
+    assert srv.resolve("m@main").id == clones[won[0]].resolve("m@main").id

@@ -305,8 +305,8 @@ def record_versions(
             if not forward and not force:
                 raise ConflictError(
                     f"{model}@{mv.branch}: not a fast-forward (it is at {cur[:12]}, which "
-                    f"{mv.head[:12]} does not descend from); pull and merge first, or use "
-                    "--force to overwrite it"
+                    f"{mv.head[:12]} does not descend from): bring both sides together first "
+                    "(pull, then tvc merge, then push), or use --force to overwrite it"
                 )
             repo.meta.move_ref(
                 conn,
