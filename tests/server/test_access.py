@@ -168,3 +168,26 @@ def test_a_path_is_not_a_url(tmp_path):
     with pytest.raises(UsageError):
         open_transport("ftp://example/x")
     assert Path(tmp_path).exists()
+
+
+def test_malformed_record_requests_are_clear_errors_that_change_nothing(server):
+    api, h = server["url"] + "/api/v1", {"Authorization": f"Bearer {server['tokens']['write']}"}
+    before = httpx.get(f"{api}/refs", headers=h).json()
+    bad = [
+        {"model": "m", "versions": [server["chunk"]["m"]]},  # a chunk, not a version
+        {"model": "m", "versions": ["../../etc/passwd"]},
+        {"model": "m", "history": [{"type": "state", "at": "soon"}]},
+        {
+            "model": "m",
+            "history": [
+                {"type": "alias", "name": "a/b", "old": None, "new": None, "at": 1.0, "actor": "x"}
+            ],
+        },
+        {"model": "../m", "versions": []},
+        {"model": "m", "moves": [["main", None, "0" * 64]]},
+    ]
+    for body in bad:
+        resp = httpx.post(f"{api}/record", json=body, headers=h)
+        assert resp.status_code in (400, 404, 409, 422), (body, resp.status_code, resp.text)
+        assert "error" in resp.json() or "detail" in resp.json()
+    assert httpx.get(f"{api}/refs", headers=h).json() == before

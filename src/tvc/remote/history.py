@@ -18,7 +18,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tvc.errors import ConflictError
+from tvc.errors import ConflictError, UsageError
+from tvc.repo import names
 from tvc.repo import schema as s
 
 
@@ -76,6 +77,26 @@ def collect(repo, model: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda e: e["at"])
 
 
+_FIELDS = {
+    "state": {"version": str, "old": str, "new": str},
+    "alias": {"name": str, "old": (str, type(None)), "new": (str, type(None))},
+    "metrics": {"version": str, "metrics": dict},
+}
+
+
+def _check(e: Any) -> None:
+    """An event from the other side has the fields and types its kind needs, or UsageError."""
+    ok = isinstance(e, dict) and e.get("type") in _FIELDS
+    ok = ok and isinstance(e.get("at"), int | float) and isinstance(e.get("actor"), str)
+    ok = ok and isinstance(e.get("reason") or "", str)
+    if ok:
+        ok = all(isinstance(e.get(k), t) for k, t in _FIELDS[e["type"]].items())
+    if not ok:
+        raise UsageError(f"malformed history event {str(e)[:200]}")
+    if e["type"] == "alias":
+        names.check_ref_name(e["name"], "alias")
+
+
 def _known(conn: sa.Connection, mid: int, e: dict[str, Any]) -> bool:
     if e["type"] == "state":
         c = s.state_events.c
@@ -105,6 +126,8 @@ def apply(
     actor: str,
 ) -> dict[str, int]:
     """Replay ``events`` inside the caller's transaction; returns counts (applied, skipped)."""
+    for e in events:
+        _check(e)
     v = s.versions.c
     applied = skipped = 0
     for e in sorted(events, key=lambda e: e["at"]):

@@ -19,12 +19,13 @@ import sqlalchemy as sa
 
 from tvc.errors import ConflictError, IntegrityError, UsageError
 from tvc.remote import history as events
-from tvc.remote.objects import with_bases
+from tvc.remote.objects import object_rows, with_bases
 from tvc.repo import names
 from tvc.repo import schema as s
 from tvc.repo.manifest import Manifest
 from tvc.repo.version import FileEntry, parse_version_record
 from tvc.store.index import insert_new
+from tvc.store.packs import Kind
 
 
 def ancestry(repo, heads: Iterable[str]) -> list[str]:
@@ -158,10 +159,15 @@ def _plan(repo, model: str, versions: list[str]) -> list[tuple[str, dict, list, 
     for vid in versions:
         if vid in have:
             continue
+        row = object_rows(repo.engine, [vid]).get(vid)
+        if row is not None and row.kind != Kind.VERSION:
+            raise UsageError(f"object {vid[:12]} is not a version record")
         try:
             doc = parse_version_record(repo.store.read_record(vid))
         except IntegrityError as exc:
             raise ConflictError(f"version {vid[:12]} cannot be recorded: {exc}") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"object {vid[:12]} is not a version record ({exc})") from exc
         if doc["model"] != model:
             raise UsageError(f"version {vid[:12]} belongs to {doc['model']}, not {model}")
         entries = []
