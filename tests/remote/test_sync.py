@@ -271,3 +271,39 @@ def test_two_pushes_to_one_branch_at_once_exactly_one_wins(tmp_path, connect):
     assert isinstance(lost, ConflictError) and re.search("moved meanwhile|pull", str(lost))
     srv = tvc.Registry(tmp_path / "srv")
     assert srv.resolve("m@main").id == clones[won[0]].resolve("m@main").id
+
+
+def test_a_version_record_naming_a_path_outside_the_tree_is_refused(tmp_path):
+    """A hostile sender can make any record hash to its id: the receiver checks its paths."""
+    from tvc.errors import PathError
+    from tvc.repo.version import FileEntry, version_record
+    from tvc.store import hashing
+    from tvc.store.packs import Kind, PackWriter
+
+    a = chain(tmp_path, 1)
+    v = a.resolve("m")
+    b = tvc.Registry.init(tmp_path / "b")
+    name, path, _size = objects.write_pack(a, record.objects_of(a, [v.id])[1:], b.dir / "tmp")
+    objects.receive_pack(b, path, name)
+    for evil in ("../evil", "/etc/evil"):
+        fe = v.files[0]
+        rec = version_record(
+            model="m",
+            parents=[],
+            files=[FileEntry(evil, fe.size, fe.digest, fe.format, fe.manifest_id)],
+            message="x",
+            author="x",
+            created=0.0,
+            params={},
+            metrics={},
+            datasets={},
+            code=None,
+            base=None,
+        )
+        rid = hashing.digest(rec)
+        w = PackWriter(b.dir / "tmp")
+        w.add(rid, rec, len(rec), 0, None, 0, len(rec), Kind.VERSION)
+        objects.receive_pack(b, w.path, w.finish())
+        with pytest.raises(PathError):
+            record.record_versions(b, "m", [rid], moves=[record.Move("main", None, rid)], actor="x")
+    assert b.models() == []

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from tvc.errors import ConflictError, IntegrityError, UsageError
 from tvc.remote import history as events
 from tvc.remote.objects import object_rows, with_bases
-from tvc.repo import names
+from tvc.repo import names, paths
 from tvc.repo import schema as s
 from tvc.repo.manifest import Manifest
 from tvc.repo.version import FileEntry, parse_version_record
@@ -173,6 +173,7 @@ def _plan(repo, model: str, versions: list[str]) -> list[tuple[str, dict, list, 
         entries = []
         wanted: set[str] = {vid}
         for path, mid in doc["files"]:
+            paths.check_stored_path(path)  # a hostile record naming ../ or / is refused here
             try:
                 m = Manifest.from_canonical(repo.store.read_record(mid), mid)
             except IntegrityError as exc:
