@@ -307,3 +307,11 @@ def test_a_version_record_naming_a_path_outside_the_tree_is_refused(tmp_path):
         with pytest.raises(PathError):
             record.record_versions(b, "m", [rid], moves=[record.Move("main", None, rid)], actor="x")
     assert b.models() == []
+
+
+def test_a_clone_of_nothing_makes_nothing(tmp_path):
+    from tvc.errors import NotARegistryError
+
+    with pytest.raises(NotARegistryError):
+        tvc.Registry.clone(tmp_path / "nowhere", tmp_path / "c")
+    assert not (tmp_path / "c").exists()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tvc.errors import ConflictError, UnknownRefError, UsageError
+from tvc.errors import ConflictError, ExistsError, UnknownRefError, UsageError
 from tvc.remote import history, objects, record
 from tvc.remote.transport import Transport
 from tvc.repo import names
@@ -375,19 +375,18 @@ def clone(src: str, dest: str | Path, *, models=(), token: str | None = None, pr
 
     dest = Path(dest)
     where = src if is_url(src) else str(Path(src).absolute())
-    if (dest / REGISTRY_DIR / "config.toml").exists():
-        repo = ModelRegistry(dest)
-        if remotes(repo.dir).get("origin") != where:
-            repo.close()
-            from tvc.errors import ExistsError
-
-            raise ExistsError(f"{dest} is a registry already (not a clone of {src})")
-    else:
-        repo = ModelRegistry.init(dest)
-        add_remote(repo.dir, "origin", where)
-    try:
-        with open_transport(where, token) as remote:
+    with open_transport(where, token) as remote:
+        remote.refs([])  # reachable, and the token works, before anything is made here
+        if (dest / REGISTRY_DIR / "config.toml").exists():
+            repo = ModelRegistry(dest)
+            if remotes(repo.dir).get("origin") != where:
+                repo.close()
+                raise ExistsError(f"{dest} is a registry already (not a clone of {src})")
+        else:
+            repo = ModelRegistry.init(dest)
+            add_remote(repo.dir, "origin", where)
+        try:
             return pull(repo, remote, list(models), progress=progress), repo
-    except BaseException:
-        repo.close()
-        raise
+        except BaseException:
+            repo.close()
+            raise
