@@ -113,6 +113,10 @@ def test_a_model_the_token_may_not_read_is_404_everywhere(server):
     pack = f"{api}/objects/pack"
     assert httpx.post(pack, json={"ids": [chunk["other"]]}, headers=h).status_code == 404
     assert httpx.post(pack, json={"ids": [chunk["m"]]}, headers=h).status_code == 200
+    # No oracle: another model's objects count as missing for this token (sent again, dropped).
+    asked = {"ids": [chunk["m"], chunk["other"]]}
+    body = httpx.post(f"{api}/objects/missing", json=asked, headers=h).json()
+    assert body["missing"] == [chunk["other"]]
     rec = {"model": "other", "versions": []}
     assert httpx.post(f"{api}/record", json=rec, headers=h).status_code == 404
 

@@ -168,31 +168,48 @@ def create_app(data: str | os.PathLike[str]) -> FastAPI:
     # -- objects -------------------------------------------------------------------------
     @app.post(f"{API}/objects/missing", **scoped("write"))
     def missing(body: Ids, token: Token = Depends(need("write"))) -> dict[str, Any]:
-        return {"missing": objects.missing(reg.engine, body.ids)}
+        absent = objects.missing(reg.engine, body.ids)
+        allowed = _allowed(token)
+        if allowed is not None:  # no oracle for other models' objects: those count as missing
+            gone = set(absent)
+            absent = [i for i in body.ids if i in gone or i not in allowed]
+        return {"missing": absent}
 
-    def _visible_objects(token: Token, ids: list[str]) -> None:
-        """404 for an object no version the token may read uses (or that is not here)."""
-        if token.models:
-            vids = [
-                v
-                for v, i in record.version_infos(reg, _all_versions()).items()
-                if token.may_read(i["model"])
-            ]
-            allowed = set(rows_json(reg, vids))
-        else:
-            allowed = None
-        rows = objects.object_rows(reg.engine, ids)
-        for i in ids:
-            if i not in rows or (allowed is not None and i not in allowed):
-                raise errors.UnknownRefError(f"no object {i}")
+    visible_cache: dict[tuple, set[str]] = {}
 
-    def _all_versions() -> list[str]:
+    def _allowed(token: Token) -> set[str] | None:
+        """Every object a version the token may read uses; None for a token of every model.
+        Kept while the set of versions is the same (count and newest time)."""
+        if not token.models:
+            return None
         import sqlalchemy as sa
 
         from tvc.repo import schema as s
 
+        v = s.versions.c
         with reg.meta.read() as conn:
-            return [r[0] for r in conn.execute(sa.select(s.versions.c.id))]
+            count, newest = conn.execute(
+                sa.select(sa.func.count(), sa.func.max(v.created)).where(v.deleted.is_(None))
+            ).one()
+            vids = [r[0] for r in conn.execute(sa.select(v.id).where(v.deleted.is_(None)))]
+        key = (tuple(token.models), count, newest)
+        if key not in visible_cache:
+            mine = [
+                i
+                for i, info in record.version_infos(reg, vids).items()
+                if token.may_read(info["model"])
+            ]
+            visible_cache.clear()
+            visible_cache[key] = set(rows_json(reg, mine))
+        return visible_cache[key]
+
+    def _visible_objects(token: Token, ids: list[str]) -> None:
+        """404 for an object no version the token may read uses (or that is not here)."""
+        allowed = _allowed(token)
+        rows = objects.object_rows(reg.engine, ids)
+        for i in ids:
+            if i not in rows or (allowed is not None and i not in allowed):
+                raise errors.UnknownRefError(f"no object {i}")
 
     @app.post(
         f"{API}/objects/pack",
