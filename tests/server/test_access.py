@@ -195,3 +195,19 @@ def test_malformed_record_requests_are_clear_errors_that_change_nothing(server):
         assert resp.status_code in (400, 404, 409, 422), (body, resp.status_code, resp.text)
         assert "error" in resp.json() or "detail" in resp.json()
     assert httpx.get(f"{api}/refs", headers=h).json() == before
+
+
+def test_an_admin_manages_tokens_over_http(server, monkeypatch, capsys):
+    url = server["url"]
+    monkeypatch.setenv("TVC_TOKEN", server["tokens"]["write"])
+    assert main(["token", "list", "--server", url]) == 12  # write is not admin
+    monkeypatch.setenv("TVC_TOKEN", server["tokens"]["admin"])
+    capsys.readouterr()
+    assert main(["token", "create", "temp", "--scope", "read", "--server", url]) == 0
+    secret = capsys.readouterr().out.strip()
+    h = {"Authorization": f"Bearer {secret}"}
+    assert httpx.get(url + "/api/v1/whoami", headers=h).json()["name"] == "temp"
+    assert main(["token", "list", "--server", url, "--json"]) == 0
+    assert "temp" in {t["name"] for t in json.loads(capsys.readouterr().out)}
+    assert main(["token", "revoke", "temp", "--server", url]) == 0
+    assert httpx.get(url + "/api/v1/whoami", headers=h).status_code == 401

@@ -54,6 +54,13 @@ def server(
     serve(root, host=host, port=port)
 
 
+def _admin(url: str):
+    from tvc.remote.config import token_for
+    from tvc.remote.transport import HttpTransport
+
+    return HttpTransport(url, token_for(url))
+
+
 @token_app.command("create")
 def token_create(
     name: str = typer.Argument(..., help="Who or what uses the token (recorded as the actor)."),
@@ -61,12 +68,18 @@ def token_create(
     models: list[str] = typer.Option(None, "--models", help="Model name pattern (repeatable)."),
     expires: str = typer.Option(None, "--expires", help="Lifetime, e.g. 30d, 12h."),
     data: str = typer.Option(None, "--data", help="The server's registry directory."),
+    server_url: str = typer.Option(None, "--server", help="A server URL (an admin login)."),
     json_: bool = JsonOpt,
 ) -> None:
     """Create a token; it is printed once and stored only hashed."""
-    from tvc.server.tokens import TokenStore
+    if server_url:
+        body = {"name": name, "scope": scope, "models": models or [], "expires": expires}
+        with _admin(server_url) as remote:
+            secret = remote.tokens("POST", json=body)["token"]
+    else:
+        from tvc.server.tokens import TokenStore
 
-    secret = TokenStore(_regdir(data)).create(name, scope, models or [], expires)
+        secret = TokenStore(_regdir(data)).create(name, scope, models or [], expires)
     if json_:
         common.emit_json({"name": name, "scope": scope, "token": secret})
     else:
@@ -76,12 +89,17 @@ def token_create(
 @token_app.command("list")
 def token_list(
     data: str = typer.Option(None, "--data", help="The server's registry directory."),
+    server_url: str = typer.Option(None, "--server", help="A server URL (an admin login)."),
     json_: bool = JsonOpt,
 ) -> None:
     """Tokens with scope, models, expiry and revocation (never the secrets)."""
-    from tvc.server.tokens import TokenStore
+    if server_url:
+        with _admin(server_url) as remote:
+            rows = remote.tokens("GET")["tokens"]
+    else:
+        from tvc.server.tokens import TokenStore
 
-    rows = [t.public() for t in TokenStore(_regdir(data)).list()]
+        rows = [t.public() for t in TokenStore(_regdir(data)).list()]
     if json_:
         common.emit_json(rows)
         return
@@ -98,11 +116,16 @@ def token_list(
 def token_revoke(
     name: str = typer.Argument(..., help="Token name."),
     data: str = typer.Option(None, "--data", help="The server's registry directory."),
+    server_url: str = typer.Option(None, "--server", help="A server URL (an admin login)."),
 ) -> None:
     """Revoke a token: the server refuses it from the next request on."""
-    from tvc.server.tokens import TokenStore
+    if server_url:
+        with _admin(server_url) as remote:
+            remote.tokens("DELETE", f"/{name}")
+    else:
+        from tvc.server.tokens import TokenStore
 
-    TokenStore(_regdir(data)).revoke(name)
+        TokenStore(_regdir(data)).revoke(name)
     common.out.print(f"Revoked token {name}")
 
 

@@ -295,6 +295,10 @@ class HttpTransport(Transport):
     def whoami(self) -> dict[str, Any]:
         return self._call("GET", "/whoami")
 
+    def tokens(self, method: str, path: str = "", **kw: Any) -> Any:
+        """The server's token admin endpoints (an admin token)."""
+        return self._call(method, "/tokens" + path, **kw)
+
 
 def is_url(where: str) -> bool:
     return where.startswith(("http://", "https://"))

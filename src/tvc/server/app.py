@@ -66,6 +66,13 @@ class RecordRequest(BaseModel):
     force: bool = False
 
 
+class TokenRequest(BaseModel):
+    name: str
+    scope: str = "read"
+    models: list[str] = Field(default_factory=list, max_length=100)
+    expires: str | None = None
+
+
 def create_app(data: str | os.PathLike[str]) -> FastAPI:
     reg = Registry(data)
     tokens = TokenStore(reg.dir)
@@ -110,6 +117,21 @@ def create_app(data: str | os.PathLike[str]) -> FastAPI:
     def readable_versions(token: Token, vids: list[str]) -> dict[str, dict[str, Any]]:
         infos = record.version_infos(reg, objects.check_ids(vids))
         return {v: i for v, i in infos.items() if token.may_read(i["model"])}
+
+    # -- tokens (admin) -------------------------------------------------------------------
+    @app.get(f"{API}/tokens", **scoped("admin"))
+    def token_list(token: Token = Depends(need("admin"))) -> dict[str, Any]:
+        return {"tokens": [t.public() for t in tokens.list()]}
+
+    @app.post(f"{API}/tokens", **scoped("admin"))
+    def token_create(body: TokenRequest, token: Token = Depends(need("admin"))) -> dict[str, Any]:
+        secret = tokens.create(body.name, body.scope, body.models, body.expires)
+        return {"name": body.name, "scope": body.scope, "token": secret}
+
+    @app.delete(f"{API}/tokens/{{name}}", **scoped("admin"))
+    def token_revoke(name: str, token: Token = Depends(need("admin"))) -> dict[str, Any]:
+        tokens.revoke(name)
+        return {"revoked": name}
 
     # -- who and what --------------------------------------------------------------------
     @app.get(f"{API}/whoami", **scoped("read"))
