@@ -315,3 +315,29 @@ def test_a_clone_of_nothing_makes_nothing(tmp_path):
     with pytest.raises(NotARegistryError):
         tvc.Registry.clone(tmp_path / "nowhere", tmp_path / "c")
     assert not (tmp_path / "c").exists()
+
+
+def test_numbers_stay_put_and_differences_are_reported(tmp_path, connect):
+    """Two clones commit before either pushes: each registry keeps its own vN, ids agree, and
+    the summaries say which number a version has on the other side."""
+    a = chain(tmp_path, 1)
+    tvc.Registry.init(tmp_path / "srv").close()
+    where, secret = connect(tmp_path / "srv")
+    with open_transport(where, secret) as remote:
+        sync.push(a, remote, ["m"])
+    c1 = tvc.Registry.clone(where, tmp_path / "c1", token=secret)
+    c2 = tvc.Registry.clone(where, tmp_path / "c2", token=secret)
+    make_model_dir(tmp_path / "o1", seed=31)
+    v1 = c1.commit("m", [tmp_path / "o1"], "c1", detect_code=False)
+    c2.branch("m", "exp")
+    make_model_dir(tmp_path / "o2", seed=32)
+    v2 = c2.commit("m", [tmp_path / "o2"], "c2", branch="exp", detect_code=False)
+    assert v1.number == v2.number == 2
+    with open_transport(where, secret) as remote:
+        assert sync.push(c1, remote, ["m"]).renumbered == []
+        t = sync.push(c2, remote, ["m@exp"])
+        assert t.renumbered == [{"model": "m", "id": v2.id, "here": 2, "there": 3}]
+        t = sync.pull(c2, remote, ["m"])
+        assert t.renumbered == [{"model": "m", "id": v1.id, "here": 3, "there": 2}]
+    assert c2.resolve("m@v2").id == v2.id  # never changed meaning here
+    assert c2.resolve(f"m@{v1.id[:12]}").number == 3

@@ -192,6 +192,12 @@ def _report(t, json_: bool) -> None:
         f"{t.objects_skipped} already there",
         markup=False,
     )
+    for r in t.renumbered:
+        common.out.print(
+            f"  {r['model']}@v{r['here']} here is {r['model']}@v{r['there']} on the remote "
+            f"({r['id'][:12]})",
+            markup=False,
+        )
     for b in t.branches:
         if "new" in b:
             old = b["old"][:12] if b.get("old") else "(new)"

@@ -51,9 +51,19 @@ class Transfer:
     packs: int = 0
     branches: list[dict[str, Any]] = field(default_factory=list)
     history: dict[str, int] = field(default_factory=dict)  # events applied / skipped
+    # Versions whose number differs between the two sides: {model, id, here, there}.
+    renumbered: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def _renumbered(model: str, here: dict[str, int], there: dict[str, int]) -> list[dict]:
+    return [
+        {"model": model, "id": vid, "here": n, "there": there[vid]}
+        for vid, n in here.items()
+        if vid in there and there[vid] != n
+    ]
 
 
 def _add(total: dict[str, int], more: dict[str, int] | None) -> dict[str, int]:
@@ -202,6 +212,7 @@ def push(
         )
         t.versions += len(got["new_versions"])
         t.history = _add(t.history, got.get("history"))
+        t.renumbered += _renumbered(model, numbers, got["numbers"])
         t.branches.append({**entry, "status": "forced" if force and rhead else "updated"})
     return t
 
@@ -286,6 +297,8 @@ def _receive(
         )
         t.versions += len(got.new_versions)
         t.history = _add(t.history, got.history)
+        there = {v: i["number"] for v, i in infos.items()}
+        t.renumbered += _renumbered(model, got.numbers, there)
         for name, mv in got.branches.items():
             t.branches.append({"model": model, "branch": name, **mv})
         if not move:
