@@ -215,6 +215,7 @@ def clone(
     src: str = typer.Argument(..., help="A registry path or an http(s):// URL."),
     dest: str = typer.Argument(None, help="New registry directory (default: the source's name)."),
     model: list[str] = typer.Option(None, "--model", help="Only this model (repeatable)."),
+    lazy: bool = typer.Option(False, "--lazy", help="Metadata only; chunks come when read."),
     quiet: bool = QuietOpt,
     json_: bool = JsonOpt,
 ) -> None:
@@ -222,7 +223,7 @@ def clone(
     from tvc.remote import clone as clone_
 
     target = dest or Path(src.rstrip("/")).name or "registry"
-    t, reg = clone_(src, target, models=model or [], progress=common.RichProgress(quiet))
+    t, reg = clone_(src, target, models=model or [], lazy=lazy, progress=common.RichProgress(quiet))
     reg.close()
     t.direction = "clone"
     _report(t, json_)
@@ -282,12 +283,19 @@ def pull(
 def fetch(
     remote: str = typer.Argument(None, help="Remote name, path or URL (default: origin)."),
     specs: list[str] = typer.Argument(None, help="MODEL[@BRANCH] to fetch (default: all)."),
+    fill: str = typer.Option(None, "--fill", help="A lazy clone: fetch every chunk of REF."),
     quiet: bool = QuietOpt,
     json_: bool = JsonOpt,
 ) -> None:
     """Bring the remote's versions here without moving local branches."""
     from tvc.remote import fetch as fetch_
     from tvc.remote import open_transport
+
+    if fill:
+        with common.open_registry() as reg:
+            t = reg.fill(fill)
+        _report(t, json_)
+        return
 
     where, specs = _remote_and_specs(remote, specs)
     with common.open_registry() as reg, open_transport(where) as rem:

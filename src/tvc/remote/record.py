@@ -153,7 +153,11 @@ class Move:
     head: str
 
 
-def _plan(repo, model: str, versions: list[str]) -> list[tuple[str, dict, list, set[str]]]:
+def _plan(
+    repo, model: str, versions: list[str], lazy: bool = False
+) -> list[tuple[str, dict, list, set[str]]]:
+    """What recording each version needs; ``lazy`` (a lazy clone): only its records and
+    manifests must be here, its chunks come when they are read."""
     plans = []
     have = recorded(repo, versions)
     for vid in versions:
@@ -180,7 +184,8 @@ def _plan(repo, model: str, versions: list[str]) -> list[tuple[str, dict, list, 
                 raise ConflictError(f"version {vid[:12]}: manifest {mid[:12]}: {exc}") from exc
             entries.append((FileEntry(path, m.size, m.digest, m.format, mid), m))
             wanted.add(mid)
-            wanted.update(cid for cid, _n in m.chunks)
+            if not lazy:
+                wanted.update(cid for cid, _n in m.chunks)
         # Delta bases must stay too: claimed in the same transaction as the rest.
         wanted.update(r.base for r in with_bases(repo.engine, wanted).values() if r.base)
         plans.append((vid, doc, entries, wanted))
@@ -214,6 +219,7 @@ def record_versions(
     force: bool = False,
     history: list[dict[str, Any]] | None = None,
     gates: bool = True,
+    lazy: bool = False,
     actor: str,
 ) -> Recorded:
     """Record ``versions`` (parents first; their objects already indexed here), move branches
@@ -231,7 +237,7 @@ def record_versions(
     for tag in tags or {}:
         names.check_ref_name(tag, "tag")
     numbers = numbers or {}
-    plans = _plan(repo, model, versions)
+    plans = _plan(repo, model, versions, lazy)
     on_branch = _branch_of(plans, list(moves))
     v, mo = s.versions.c, s.models.c
     with repo.meta.write() as conn:

@@ -227,6 +227,7 @@ def _receive(
     force: bool,
     t: Transfer,
     progress,
+    lazy: bool = False,
 ) -> None:
     refs = remote.refs(models)
     by_model: dict[str, list[dict[str, Any]]] = {}
@@ -250,30 +251,9 @@ def _receive(
         infos = remote.version_infos(todo) if todo else {}
         if todo:
             rows = remote.object_rows(todo)
-            need = objects.missing(repo.engine, list(rows))
-            t.objects_skipped += len(rows) - len(need)
-            sizes = {i: objects.ENTRY.size + rows[i]["stored_len"] for i in need}
-
-            def one(group: list[str]) -> tuple[list[str], objects.Received]:
-                name, path = remote.get_pack(group, repo.dir / "tmp")
-                return group, objects.receive_pack(repo, path, name, wanted=group)
-
-            progress.start(f"pull from {remote.url}", sum(rows[i]["stored_len"] for i in need))
-            try:
-                key = {i: (rows[i]["kind"] == Kind.VERSION, rows[i]["depth"]) for i in need}
-                for level in levels(need, key.__getitem__):
-                    for group, got in _parallel(one, _groups(level, sizes)):
-                        if objects.missing(repo.engine, group):
-                            raise ConflictError(
-                                f"{remote.url} sent a pack without objects asked for; nothing "
-                                "of them was recorded"
-                            )
-                        t.packs += 1
-                        t.objects_sent += got.objects
-                        t.bytes_sent += got.bytes
-                        progress.advance(sum(rows[i]["stored_len"] for i in group))
-            finally:
-                progress.finish()
+            if lazy:  # records and manifests only; chunks come when read
+                rows = {i: r for i, r in rows.items() if r["kind"] != Kind.CHUNK}
+            fetch_objects(repo, remote, rows, t, progress)
         todo.sort(key=lambda v: infos.get(v, {}).get("number", 0))
         moves = []
         local = {r["name"]: r["id"] for r in _local_refs(repo, model)}
@@ -293,6 +273,7 @@ def _receive(
             force=force,
             history=remote.history(model),
             gates=False,
+            lazy=lazy,
             actor=default_author(),
         )
         t.versions += len(got.new_versions)
@@ -306,6 +287,37 @@ def _receive(
                 {"model": model, "branch": b, "remote": h, "local": local.get(("branch", b))}
                 for b, h in heads.items()
             ]
+
+
+def fetch_objects(repo, remote: Transport, rows: dict[str, dict], t: Transfer, progress) -> None:
+    """Get the objects of ``rows`` ({id: {stored_len, base, depth, kind}}) this registry
+    lacks, in verified packs, level by level, several at once."""
+    need = objects.missing(repo.engine, list(rows))
+    t.objects_skipped += len(rows) - len(need)
+    if not need:
+        return
+    sizes = {i: objects.ENTRY.size + rows[i]["stored_len"] for i in need}
+
+    def one(group: list[str]) -> tuple[list[str], objects.Received]:
+        name, path = remote.get_pack(group, repo.dir / "tmp")
+        return group, objects.receive_pack(repo, path, name, wanted=group)
+
+    progress.start(f"pull from {remote.url}", sum(rows[i]["stored_len"] for i in need))
+    try:
+        key = {i: (rows[i]["kind"] == Kind.VERSION, rows[i]["depth"]) for i in need}
+        for level in levels(need, key.__getitem__):
+            for group, got in _parallel(one, _groups(level, sizes)):
+                if objects.missing(repo.engine, group):
+                    raise ConflictError(
+                        f"{remote.url} sent a pack without objects asked for; nothing of them "
+                        "was recorded"
+                    )
+                t.packs += 1
+                t.objects_sent += got.objects
+                t.bytes_sent += got.bytes
+                progress.advance(sum(rows[i]["stored_len"] for i in group))
+    finally:
+        progress.finish()
 
 
 def _groups(ids: list[str], sizes: dict[str, int]) -> list[list[str]]:
@@ -341,11 +353,14 @@ def _model_specs(specs: list[str]) -> tuple[list[str] | None, dict[str, list[str
     return list(dict.fromkeys(models)), branches
 
 
-def pull(repo, remote: Transport, specs=(), *, force: bool = False, progress=None) -> Transfer:
+def pull(
+    repo, remote: Transport, specs=(), *, force: bool = False, lazy: bool = False, progress=None
+) -> Transfer:
     """Fetch ``MODEL[@BRANCH]`` specs (default: everything) and fast-forward local branches
     to the remote's (a diverged branch is a ConflictError naming merge or --force)."""
     t = Transfer("pull", remote.url)
     models, branches = _model_specs(list(specs))
+    lazy = lazy or (repo.dir / "lazy.json").exists()  # a lazy clone stays lazy
     _receive(
         repo,
         remote,
@@ -355,6 +370,7 @@ def pull(repo, remote: Transport, specs=(), *, force: bool = False, progress=Non
         force=force,
         t=t,
         progress=progress or _NoProgress(),
+        lazy=lazy,
     )
     return t
 
@@ -377,7 +393,15 @@ def fetch(repo, remote: Transport, specs=(), *, progress=None) -> Transfer:
     return t
 
 
-def clone(src: str, dest: str | Path, *, models=(), token: str | None = None, progress=None):
+def clone(
+    src: str,
+    dest: str | Path,
+    *,
+    models=(),
+    token: str | None = None,
+    lazy: bool = False,
+    progress=None,
+):
     """A new registry at ``dest`` with every version, branch and tag of ``src`` (or of
     ``models``), and ``origin`` pointing at ``src``. Run again on the same ``dest`` after an
     interruption, it goes on where it stopped."""
@@ -398,8 +422,12 @@ def clone(src: str, dest: str | Path, *, models=(), token: str | None = None, pr
         else:
             repo = ModelRegistry.init(dest)
             add_remote(repo.dir, "origin", where)
+            if lazy:
+                from tvc.remote.lazy import mark_lazy
+
+                mark_lazy(repo.dir, where)
         try:
-            return pull(repo, remote, list(models), progress=progress), repo
+            return pull(repo, remote, list(models), lazy=lazy, progress=progress), repo
         except BaseException:
             repo.close()
             raise

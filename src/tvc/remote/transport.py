@@ -72,6 +72,10 @@ class Transport(abc.ABC):
         """``record.record_versions`` on the other side; ``moves`` as [[branch, expected,
         head]]."""
 
+    def object_info(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Rows of these objects and of their delta bases (for a lazy clone's reads)."""
+        raise NotImplementedError
+
     def close(self) -> None:  # noqa: B027 - optional
         pass
 
@@ -108,6 +112,9 @@ class PathTransport(Transport):
 
     def object_rows(self, vids):
         return rows_json(self.repo, vids)
+
+    def object_info(self, ids):
+        return info_json(self.repo, ids)
 
     def missing(self, ids):
         return objects.missing(self.repo.engine, ids)
@@ -148,7 +155,11 @@ class PathTransport(Transport):
 
 
 def rows_json(repo, vids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    rows = objects.with_bases(repo.engine, record.objects_of(repo, vids))
+    return info_json(repo, record.objects_of(repo, vids))
+
+
+def info_json(repo, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    rows = objects.with_bases(repo.engine, ids)
     return {
         i: {"stored_len": r.stored_len, "base": r.base, "depth": r.depth, "kind": r.kind}
         for i, r in rows.items()
@@ -246,6 +257,13 @@ class HttpTransport(Transport):
         out: dict[str, dict[str, Any]] = {}
         for i in range(0, len(vids), 500):
             body = self._call("POST", "/versions/objects", json={"ids": vids[i : i + 500]})
+            out.update(body["objects"])
+        return out
+
+    def object_info(self, ids):
+        out: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(ids), objects.BATCH):
+            body = self._call("POST", "/objects/info", json={"ids": ids[i : i + objects.BATCH]})
             out.update(body["objects"])
         return out
 

@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from tvc import errors
 from tvc.api import Registry
 from tvc.remote import history, objects, record
-from tvc.remote.transport import rows_json
+from tvc.remote.transport import info_json, rows_json
 from tvc.server.tokens import Token, TokenStore
 
 API = "/api/v1"
@@ -232,6 +232,12 @@ def create_app(data: str | os.PathLike[str]) -> FastAPI:
         for i in ids:
             if i not in rows or (allowed is not None and i not in allowed):
                 raise errors.UnknownRefError(f"no object {i}")
+
+    @app.post(f"{API}/objects/info", **scoped("read"))
+    def object_info(body: Ids, token: Token = Depends(need("read"))) -> dict[str, Any]:
+        ids = objects.check_ids(body.ids)
+        _visible_objects(token, ids)
+        return {"objects": info_json(reg, ids)}
 
     @app.post(
         f"{API}/objects/pack",
