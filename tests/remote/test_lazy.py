@@ -61,6 +61,9 @@ def test_a_lazy_clone_fetches_only_what_is_read(tmp_path, connect, monkeypatch):
     want = {cid for cid, _n in m.chunks[a:b]}
     rows = src.store.infos(want, with_bases=True)
     assert stored(c) == sum(r.stored_len for r in rows.values())
+    # diff reads the changed tensors of both sides (and only what differs).
+    d = c.diff("m@v1", "m@v2")
+    assert d.to_json() == src.diff("m@v1", "m@v2").to_json()
     # A file read, a checkout and fill bring the rest, every byte verified.
     assert c.read("m@v1", "config.json") == src.read("m@v1", "config.json")
     c.checkout("m@v2", tmp_path / "co")

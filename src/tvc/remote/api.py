@@ -69,24 +69,13 @@ class RemoteMixin:
         with self._remote(remote, token) as rem:
             return sync.fetch(self, rem, list(specs), progress=progress)
 
-    # -- lazy clones: fetch what a read needs first ------------------------------------------
-    def _is_lazy(self) -> bool:
-        from tvc.remote.lazy import lazy_remote
+    # -- lazy clones: the chunk store fetches what a read needs first ------------------------
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        from tvc.remote.lazy import LazyChunkStore, lazy_remote
 
-        return lazy_remote(self.dir) is not None
-
-    def _fill_files(self, version, paths: list[str] | None = None) -> None:
-        from tvc.remote.lazy import fill
-
-        if not version.files and version.size:
-            version = self.version(version.id)
-        ids = [
-            cid
-            for fe in version.files
-            if paths is None or fe.path in paths
-            for cid, _n in self.manifest(fe.manifest_id).chunks
-        ]
-        fill(self, ids)
+        if lazy_remote(self.dir) is not None:
+            self.store = LazyChunkStore(self.store, self)
 
     def fill(self, ref: str) -> sync.Transfer:
         """Fetch every chunk of ``ref`` a lazy clone lacks (``tvc fetch --fill``)."""
@@ -95,25 +84,3 @@ class RemoteMixin:
         version = self.resolve(ref)
         ids = [c for fe in version.files for c, _n in self.manifest(fe.manifest_id).chunks]
         return fill(self, ids)
-
-    def open(self, ref: str):
-        if not self._is_lazy():
-            return super().open(ref)
-        from tvc.remote.lazy import LazyReader
-
-        return LazyReader(self, self.resolve(ref))
-
-    def iter_file(self, version, path: str):
-        if self._is_lazy():
-            self._fill_files(version, [path])
-        return super().iter_file(version, path)
-
-    def checkout(self, ref: str, dest=None, *, only: list[str] | None = None, **kw: Any):
-        if self._is_lazy():
-            version = self.resolve(ref)
-
-            def under(p: str) -> bool:
-                return not only or any(p == w or p.startswith(w.rstrip("/") + "/") for w in only)
-
-            self._fill_files(version, [fe.path for fe in version.files if under(fe.path)])
-        return super().checkout(ref, dest, only=only, **kw)

@@ -1,10 +1,11 @@
 """Lazy clones: the metadata now, the chunks when they are read.
 
 ``clone --lazy`` copies versions, manifests, refs and history but no chunk; the registry is
-marked lazy (``.tvc/lazy.json`` names the remote). Reading a file (``read``, ``cat``), a tensor
-(``open(ref).tensor(name)``) or checking files out first fetches, verifies and keeps exactly
-the chunks (and delta bases) those bytes need and this registry lacks; ``fill(ref)`` fetches a
-whole version. Everything fetched is an ordinary indexed object from then on.
+marked lazy (``.tvc/lazy.json`` names the remote), and its chunk store is a :class:`LazyChunkStore`:
+reading a file (``read``, ``cat``), a tensor (``open(ref).tensor(name)``), checking files out or
+diffing first fetches, verifies and keeps exactly the chunks (and delta bases) those bytes need
+and this registry lacks; ``fill(ref)`` fetches a whole version. Everything fetched is an
+ordinary indexed object from then on.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pathlib import Path
 from tvc.remote import objects
 from tvc.remote.sync import Transfer, _NoProgress, fetch_objects
 from tvc.remote.transport import open_transport
-from tvc.repo.reader import VersionReader
 from tvc.store import durable
+from tvc.store.chunkstore import ChunkStore
 
 LAZY_FILE = "lazy.json"
 
@@ -46,11 +47,26 @@ def fill(repo, ids: list[str], *, token: str | None = None, progress=None) -> Tr
     return t
 
 
-class LazyReader(VersionReader):
-    """A version reader that fetches a tensor's chunks before it reads them."""
+class LazyChunkStore(ChunkStore):
+    """The chunk store of a lazy clone: a read of chunks this registry lacks fetches them (and
+    their delta bases) from the remote first — for every reader above it: files, tensors,
+    checkout, diff, blame, merge."""
 
-    def tensor_bytes(self, name: str, path: str | None = None) -> bytes:
-        manifest, t = self._find(name, path)
-        a, b = manifest.chunk_range(t.offset, t.length)
-        fill(self.repo, [cid for cid, _n in manifest.chunks[a:b]])
-        return super().tensor_bytes(name, path)
+    def __init__(self, store: ChunkStore, repo) -> None:
+        super().__init__(store.backend, store.engine, store.staging, store.workers)
+        self._repo = repo
+
+    def infos(self, ids, *, with_bases: bool = False):
+        ids = list(ids)
+        fill(self._repo, ids)
+        return super().infos(ids, with_bases=with_bases)
+
+    def read_many(self, ids: list[str]):
+        ids = list(ids)
+        fill(self._repo, ids)
+        return super().read_many(ids)
+
+    def read(self, cid, info=None, known=None, **kw):
+        if info is None and not (known and cid in known) and self.info(cid) is None:
+            fill(self._repo, [cid])
+        return super().read(cid, info, known, **kw)
