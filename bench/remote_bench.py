@@ -29,6 +29,10 @@ import numpy as np
 from safetensors.numpy import save_file
 
 TVC = [sys.executable, "-m", "tvc"]
+READ_ONE = (
+    "import sys, tvc; r = tvc.Registry(sys.argv[1]); "
+    "print(r.open('m@v1').tensor('layers.0.weight').shape)"
+)
 
 
 def make_model(path: Path, size_mb: int, changed: float, seed: int = 0, base=None) -> dict:
@@ -108,7 +112,13 @@ def main() -> None:
         tvc("init", str(a), env=env)
         tvc("-R", str(a), "commit", "m", str(work / "v1"), "-m", "base", "-q", env=env)
         logical = (work / "v1" / "model.safetensors").stat().st_size
-        rows: dict[str, list[dict]] = {"push base": [], "push fine-tune": [], "clone": []}
+        rows: dict[str, list[dict]] = {
+            "push base": [],
+            "push fine-tune": [],
+            "clone": [],
+            "lazy clone": [],
+            "lazy 1 tensor": [],
+        }
         for run in range(args.runs):
             srv = work / f"srv{run}"
             tvc("init", str(srv), env=env)
@@ -149,6 +159,28 @@ def main() -> None:
                 sent = json.loads(out)["bytes_sent"]
                 rows["clone"].append(
                     {"s": dt, "wire": sent, "added": store_bytes(dest), "rss": rss}
+                )
+                # A lazy clone, then one tensor read from it (bytes moved, seconds).
+                dest = work / f"l{run}"
+                dt, rss, out = tvc("clone", url, str(dest), "--lazy", "--json", "-q", env=cenv)
+                rows["lazy clone"].append(
+                    {
+                        "s": dt,
+                        "wire": json.loads(out)["bytes_sent"],
+                        "added": store_bytes(dest),
+                        "rss": rss,
+                    }
+                )
+                before = store_bytes(dest)
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-c", READ_ONE, str(dest)], env=cenv, check=True)
+                rows["lazy 1 tensor"].append(
+                    {
+                        "s": time.perf_counter() - t0,
+                        "wire": store_bytes(dest) - before,
+                        "added": store_bytes(dest) - before,
+                        "rss": 0,
+                    }
                 )
                 server_rss = hwm(server.pid)
             finally:
