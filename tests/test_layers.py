@@ -13,7 +13,18 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "tvc"
-ORDER = ["errors", "store", "formats", "repo", "registry", "analysis", "api", "cli"]
+ORDER = [
+    "errors",
+    "store",
+    "formats",
+    "repo",
+    "registry",
+    "analysis",
+    "remote",
+    "api",
+    "server",
+    "cli",
+]
 
 
 def layer_of(module: str) -> str | None:

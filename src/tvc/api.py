@@ -11,6 +11,7 @@ import os
 from typing import TYPE_CHECKING
 
 from tvc.registry import ModelRegistry
+from tvc.remote.api import RemoteMixin
 from tvc.repo.repository import Progress, Repository
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 # commands run most, do not pay for loading it.
 
 
-class Registry(ModelRegistry):
+class Registry(RemoteMixin, ModelRegistry):
     """``Registry.init(path)``, ``Registry(path)``, then commit / log / show / checkout / open …"""
 
     @classmethod

@@ -95,3 +95,10 @@ class ConflictError(TvcError):
     """Cannot proceed as asked: illegal transition, failed gate, merge conflict."""
 
     exit_code = 11
+
+
+class AccessError(TvcError):
+    """A server refused the request: no token, a wrong, expired or revoked one, or a scope too
+    small for what was asked (the message says which)."""
+
+    exit_code = 12

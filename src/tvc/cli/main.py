@@ -10,7 +10,16 @@ import sys
 import click
 import typer
 
-from tvc.cli import analysis, common, inspect, maintenance, refs, registry_cmds, snapshot
+from tvc.cli import (
+    analysis,
+    common,
+    inspect,
+    maintenance,
+    refs,
+    registry_cmds,
+    remote_cmds,
+    snapshot,
+)
 from tvc.errors import ExistsError, PathError, StorageError, TvcError, UsageError
 
 app = typer.Typer(
@@ -50,7 +59,7 @@ def _global(
     common.state.quiet = quiet
 
 
-for module in (snapshot, inspect, refs, maintenance, analysis, registry_cmds):
+for module in (snapshot, inspect, refs, maintenance, analysis, registry_cmds, remote_cmds):
     module.register(app)
 
 

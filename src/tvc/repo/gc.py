@@ -20,6 +20,8 @@ several sharing a store and a DB):
    into a new durable pack; one transaction points their rows at the copy and marks the old
    pack retired; then its file is deleted. A reader that still held the old row finds the
    file gone, reads the index again and follows the chunk to its new pack.
+   Objects a push in progress indexed (packs created after the oldest live upload lease
+   began) are live too: the push records the versions that use them only at its end.
 5. **Unindexed packs are someone's write in flight** until proven otherwise: gc deletes one only
    when it is older than the grace period (default 1 hour, ``--grace``) and no live upload
    lease (a commit or push in progress, table ``uploads``) started before it was written, and
@@ -144,7 +146,8 @@ def _sweep(repo: Repository, report: dict[str, Any], dry_run: bool) -> None:
         live_manifests, live = repo.live_objects(conn)
         indexed = {r[0] for r in conn.execute(sa.select(c.id))}
         manifests = {r[0] for r in conn.execute(sa.select(s.manifests.c.id))}
-    dead = sorted(indexed - live)
+        in_flight = _uploaded_meanwhile(conn)
+    dead = sorted(indexed - live - in_flight)
     dead_manifests = sorted(manifests - live_manifests)
     if dry_run:
         report["chunks_removed"] = len(dead)
@@ -175,6 +178,21 @@ def _sweep(repo: Repository, report: dict[str, Any], dry_run: bool) -> None:
             ).rowcount
     for mid in unused:
         repo._manifest_cache.pop(mid, None)
+
+
+def _uploaded_meanwhile(conn: sa.Connection) -> set[str]:
+    """Objects indexed since the oldest live upload lease began: a push indexes each pack as it
+    arrives and records the versions that use them only at its end, so until then they are
+    live for gc (a killed push's lease expires, and then they are garbage like any other)."""
+    now = time.time()
+    started = conn.execute(
+        sa.select(sa.func.min(uploads_t.c.started)).where(uploads_t.c.expires > now)
+    ).scalar()
+    if started is None:
+        return set()
+    c, p = chunks_t.c, packs_t.c
+    q = sa.select(c.id).join_from(chunks_t, packs_t, c.pack_id == p.id)
+    return {r[0] for r in conn.execute(q.where(p.created >= started - 60))}
 
 
 # -- 4. rewrite, then retire -----------------------------------------------------------------

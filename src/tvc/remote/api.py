@@ -1,0 +1,86 @@
+"""``tvc.Registry.clone``, ``.push``, ``.pull``, ``.fetch``: the Python face of the remote layer,
+mixed into the public ``tvc.Registry``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tvc.remote import sync
+from tvc.remote.config import remote_url
+from tvc.remote.transport import open_transport
+
+
+class RemoteMixin:
+    dir: Any
+
+    @classmethod
+    def clone(
+        cls,
+        src: str | os.PathLike[str],
+        dest: str | os.PathLike[str],
+        *,
+        models: list[str] | tuple[str, ...] = (),
+        token: str | None = None,
+        lazy: bool = False,
+        progress: Any = None,
+    ):
+        """A new registry at ``dest`` holding every version, branch and tag of ``src`` (a
+        registry path or a server URL), with ``origin`` pointing at it. ``lazy``: metadata
+        only; chunks are fetched when read (see :mod:`tvc.remote.lazy`)."""
+        _t, repo = sync.clone(
+            str(src), dest, models=models, token=token, lazy=lazy, progress=progress
+        )
+        repo.close()
+        return cls(dest)
+
+    def _remote(self, remote: str | None, token: str | None):
+        return open_transport(remote_url(self.dir, remote), token)
+
+    def push(
+        self,
+        remote: str | None = None,
+        *specs: str,
+        all: bool = False,
+        force: bool = False,
+        token: str | None = None,
+        progress: Any = None,
+    ) -> sync.Transfer:
+        """Push ``MODEL[@BRANCH]`` specs (default: every branch) to ``remote`` (default origin)."""
+        with self._remote(remote, token) as rem:
+            return sync.push(self, rem, list(specs), all_=all, force=force, progress=progress)
+
+    def pull(
+        self,
+        remote: str | None = None,
+        *specs: str,
+        force: bool = False,
+        token: str | None = None,
+        progress: Any = None,
+    ) -> sync.Transfer:
+        """Fetch from ``remote`` and fast-forward local branches to its."""
+        with self._remote(remote, token) as rem:
+            return sync.pull(self, rem, list(specs), force=force, progress=progress)
+
+    def fetch(
+        self, remote: str | None = None, *specs: str, token: str | None = None, progress: Any = None
+    ) -> sync.Transfer:
+        """Bring ``remote``'s versions here without moving local branches."""
+        with self._remote(remote, token) as rem:
+            return sync.fetch(self, rem, list(specs), progress=progress)
+
+    # -- lazy clones: the chunk store fetches what a read needs first ------------------------
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        from tvc.remote.lazy import LazyChunkStore, lazy_remote
+
+        if lazy_remote(self.dir) is not None:
+            self.store = LazyChunkStore(self.store, self)
+
+    def fill(self, ref: str) -> sync.Transfer:
+        """Fetch every chunk of ``ref`` a lazy clone lacks (``tvc fetch --fill``)."""
+        from tvc.remote.lazy import fill
+
+        version = self.resolve(ref)
+        ids = [c for fe in version.files for c, _n in self.manifest(fe.manifest_id).chunks]
+        return fill(self, ids)

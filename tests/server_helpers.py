@@ -1,0 +1,65 @@
+"""A real ``tvc server`` for tests: a subprocess on a free 127.0.0.1 port, killed at teardown."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tvc.server.tokens import TokenStore
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # in the child before exec: no orphan outlives the tests
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@contextmanager
+def running_server(data: Path):
+    """``(url, process)`` of ``tvc server --data DATA`` once it answers; SIGKILLed after."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tvc", "server", "--data", str(data), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=_die_with_parent,
+        env={**os.environ, "TVC_DAEMON": "0"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):  # until it answers or exits (bounded: 600 tries of <= 0.1 s)
+            if proc.poll() is not None:
+                raise RuntimeError(f"tvc server exited: {proc.stderr.read().decode()}")
+            try:
+                httpx.get(url + "/openapi.json", timeout=0.1)
+                break
+            except httpx.HTTPError:
+                try:
+                    proc.wait(0.1)
+                except subprocess.TimeoutExpired:
+                    pass
+        else:
+            raise RuntimeError("tvc server did not answer")
+        yield url, proc
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+
+
+def token(data: Path, name: str, scope: str = "admin", **kw) -> str:
+    from tvc.repo.repository import REGISTRY_DIR
+
+    return TokenStore(Path(data) / REGISTRY_DIR).create(name, scope, **kw)
