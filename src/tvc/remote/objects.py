@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from tvc.errors import IntegrityError, UsageError
 from tvc.repo.manifest import Manifest
 from tvc.repo.version import parse_version_record
-from tvc.store import codecs, durable, hashing
+from tvc.store import durable, hashing
 from tvc.store import index as idx
 from tvc.store.chunkstore import LEASE_SECONDS, MAX_DELTA_DEPTH, entry_row
 from tvc.store.packs import ENTRY, Kind, PackWriter, iter_entries, pack_object_name
@@ -198,6 +198,8 @@ def _verify(repo, blob: bytes, name: str, wanted: set[str] | None) -> list:
                 except IntegrityError as exc:
                     raise IntegrityError(f"{what}: its delta base is not here ({exc})") from exc
         try:
+            from tvc.store import codecs  # numpy: not for commands that only open a registry
+
             raw = codecs.decode(entry.codec, payload, entry.raw_len, base=base)
         except IntegrityError as exc:
             raise IntegrityError(f"{what}: {exc}") from exc
