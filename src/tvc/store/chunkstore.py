@@ -278,6 +278,10 @@ class ChunkStore:
             raise IntegrityError(f"chunk {missing[0]} is not in the index")
         yield from ordered_map(lambda cid: self.read(cid, infos[cid], infos), ids, self.workers)
 
+    def read_record(self, rid: str) -> bytes:
+        """A record (manifest, version) kept in the store: its verified canonical bytes."""
+        return bytes(self.read(rid))
+
     def session(self) -> WriteSession:
         return WriteSession(self)
 
