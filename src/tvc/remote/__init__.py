@@ -8,8 +8,28 @@ branches by compare-and-swap (:mod:`tvc.remote.record`). Only objects the receiv
 (:mod:`tvc.remote.objects`); the order and the resume rule are in :mod:`tvc.remote.sync`.
 """
 
-from tvc.remote.sync import Transfer, clone, fetch, pull, push
-from tvc.remote.transport import HttpTransport, PathTransport, Transport, open_transport
+import importlib
+from typing import Any
+
+_WHERE = {
+    "Transfer": "sync",
+    "clone": "sync",
+    "fetch": "sync",
+    "pull": "sync",
+    "push": "sync",
+    "HttpTransport": "transport",
+    "PathTransport": "transport",
+    "Transport": "transport",
+    "open_transport": "transport",
+}
+
+
+def __getattr__(name: str) -> Any:  # loaded on first use: opening a registry needs none of it
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tvc.remote' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"tvc.remote.{module}"), name)
+
 
 __all__ = [
     "HttpTransport",

@@ -3,12 +3,24 @@ mixed into the public ``tvc.Registry``."""
 
 from __future__ import annotations
 
+import importlib
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tvc.remote import sync
-from tvc.remote.config import remote_url
-from tvc.remote.transport import open_transport
+if TYPE_CHECKING:
+    from tvc.remote import sync
+
+LAZY_MARK = "lazy.json"  # tvc.remote.lazy.LAZY_FILE: checked without importing that module
+
+
+class _Lazy:
+    """``sync`` loaded on first use: every command opens a Registry, few of them transfer."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(importlib.import_module("tvc.remote.sync"), name)
+
+
+sync = _Lazy()  # the module itself for type checkers
 
 
 class RemoteMixin:
@@ -35,6 +47,9 @@ class RemoteMixin:
         return cls(dest)
 
     def _remote(self, remote: str | None, token: str | None):
+        from tvc.remote.config import remote_url
+        from tvc.remote.transport import open_transport
+
         return open_transport(remote_url(self.dir, remote), token)
 
     def push(
@@ -72,10 +87,11 @@ class RemoteMixin:
     # -- lazy clones: the chunk store fetches what a read needs first ------------------------
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
-        from tvc.remote.lazy import LazyChunkStore, lazy_remote
+        if (self.dir / LAZY_MARK).exists():  # a stat, not the remote layer's imports
+            from tvc.remote.lazy import LazyChunkStore, lazy_remote
 
-        if lazy_remote(self.dir) is not None:
-            self.store = LazyChunkStore(self.store, self)
+            if lazy_remote(self.dir) is not None:
+                self.store = LazyChunkStore(self.store, self)
 
     def fill(self, ref: str) -> sync.Transfer:
         """Fetch every chunk of ``ref`` a lazy clone lacks (``tvc fetch --fill``)."""
