@@ -244,3 +244,17 @@ def test_gc_never_deletes_an_unindexed_pack_that_holds_a_version(populated, tmp_
     report = reg.gc(grace=0)
     assert report.get("kept_unindexed") == 1
     assert any(name == session.packs[-1][0] for name in reg.store.backend.list("packs/"))
+
+
+def test_versions_brought_by_fetch_keep_their_numbers_through_a_rebuild(populated, tmp_path):
+    reg, _files = populated
+    clone = tvc.Registry.clone(reg.root, tmp_path / "clone")
+    reg.commit("m", [tmp_path / "in1"], "after the clone")
+    clone.fetch()  # versions recorded on no branch ("fetched" events)
+    before = {v.id: v.number for v in clone.search("model = m")}
+    clone.close()
+    (clone.dir / "tvc.db").unlink()
+    report = tvc.Registry.rebuild_index(clone.root)
+    assert report["recovered"] == []
+    with tvc.Registry(clone.root) as again:
+        assert {v.id: v.number for v in again.search("model = m")} == before

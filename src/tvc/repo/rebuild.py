@@ -192,7 +192,7 @@ def _fill(repo, conn, engine, indexes, events, report) -> None:
             for model, n in ev.get("last_numbers", {}).items():
                 last[model] = max(last[model], int(n))
             continue
-        if ev.get("type") != "commit":
+        if ev.get("type") not in ("commit", "fetched"):  # fetched: recorded on no branch
             continue
         model, vid, number = ev["model"], ev["version"], int(ev["number"])
         last[model] = max(last[model], number)
