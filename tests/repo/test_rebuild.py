@@ -11,6 +11,7 @@ import pytest
 
 import tvc
 from tvc.errors import IntegrityError
+from tvc.repo.files import NoProgress
 
 from repo_helpers import make_model_dir
 
@@ -145,7 +146,7 @@ def test_a_commit_killed_before_its_transaction_is_recovered_not_lost(populated,
     from tvc.repo.version import version_record
     from tvc.store.packs import Kind
 
-    entries, _n, _t = store_files(stage([d]), delta_pieces([], reg.manifest), session, _NoP())
+    entries, _n, _t = store_files(stage([d]), delta_pieces([], reg.manifest), session, NoProgress())
     for _fe, m in entries:
         session.put_record(Kind.MANIFEST, m.canonical())
     record = version_record(
@@ -171,17 +172,6 @@ def test_a_commit_killed_before_its_transaction_is_recovered_not_lost(populated,
         v = again.resolve("m@v5")
         assert v.message == "orphan"
         assert again.read(v, "model.safetensors") == (d / "model.safetensors").read_bytes()
-
-
-class _NoP:
-    def start(self, *a):
-        pass
-
-    def advance(self, n):
-        pass
-
-    def finish(self):
-        pass
 
 
 def test_a_registry_made_before_the_journal_is_backfilled_and_rebuilds_whole(populated):
@@ -231,7 +221,7 @@ def test_gc_never_deletes_an_unindexed_pack_that_holds_a_version(populated, tmp_
     from tvc.repo.version import version_record
     from tvc.store.packs import Kind
 
-    entries, _n, _t = store_files(stage([d]), delta_pieces([], reg.manifest), session, _NoP())
+    entries, _n, _t = store_files(stage([d]), delta_pieces([], reg.manifest), session, NoProgress())
     for _fe, m in entries:
         session.put_record(Kind.MANIFEST, m.canonical())
     record = version_record(

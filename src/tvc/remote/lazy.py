@@ -14,8 +14,9 @@ import json
 from pathlib import Path
 
 from tvc.remote import objects
-from tvc.remote.sync import Transfer, _NoProgress, fetch_objects
+from tvc.remote.sync import Transfer, fetch_objects
 from tvc.remote.transport import open_transport
+from tvc.repo.files import NoProgress
 from tvc.store import durable
 from tvc.store.chunkstore import ChunkStore
 
@@ -43,7 +44,7 @@ def fill(repo, ids: list[str], *, token: str | None = None, progress=None) -> Tr
         return t
     with open_transport(where, token) as remote:
         rows = remote.object_info(wanted)
-        fetch_objects(repo, remote, rows, t, progress or _NoProgress())
+        fetch_objects(repo, remote, rows, t, progress or NoProgress())
     return t
 
 

@@ -23,19 +23,9 @@ from tvc.errors import ConflictError, ExistsError, UnknownRefError, UsageError
 from tvc.remote import history, objects, record
 from tvc.remote.transport import Transport
 from tvc.repo import names
+from tvc.repo.files import NoProgress
 from tvc.repo.meta import default_author
 from tvc.store.packs import Kind
-
-
-class _NoProgress:
-    def start(self, description: str, total: int) -> None:
-        pass
-
-    def advance(self, n: int) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
 
 
 @dataclass
@@ -166,7 +156,7 @@ def push(
     progress=None,
 ) -> Transfer:
     """Push ``MODEL[@BRANCH]`` specs (default: every branch of every model)."""
-    progress = progress or _NoProgress()
+    progress = progress or NoProgress()
     t = Transfer("push", remote.url)
     for model, branch in _branch_specs(repo, list(specs), all_):
         head = _local_head(repo, model, branch)
@@ -369,7 +359,7 @@ def pull(
         move=True,
         force=force,
         t=t,
-        progress=progress or _NoProgress(),
+        progress=progress or NoProgress(),
         lazy=lazy,
     )
     return t
@@ -388,7 +378,7 @@ def fetch(repo, remote: Transport, specs=(), *, progress=None) -> Transfer:
         move=False,
         force=False,
         t=t,
-        progress=progress or _NoProgress(),
+        progress=progress or NoProgress(),
     )
     return t
 

@@ -39,7 +39,7 @@ from tvc.repo.manifest import Manifest
 from tvc.repo.meta import Metadata
 from tvc.repo.version import FileEntry, parse_version_record
 from tvc.store import hashing
-from tvc.store.chunkstore import ChunkStore, entry_row
+from tvc.store.chunkstore import ChunkInfo, ChunkStore, entry_row
 from tvc.store.index import chunks as chunks_t
 from tvc.store.index import metadata
 from tvc.store.index import packs as packs_t
@@ -141,7 +141,7 @@ def _fill(repo, conn, engine, indexes, events, report) -> None:
     store = ChunkStore(repo.store.backend, engine, repo.store.staging)
 
     def fetch(rid: str) -> bytes:
-        info = _info(conn, rid)
+        info = _info(conn, store, rid)
         return bytes(store.read(rid, info, {rid: info}))
 
     # 2. manifests.
@@ -285,26 +285,9 @@ def _body(repo, name: str) -> bytes:
     return repo.store.backend.get(name)
 
 
-def _info(conn, rid):
-    from tvc.store.chunkstore import ChunkInfo
-
-    c, p = chunks_t.c, packs_t.c
-    row = conn.execute(
-        sa.select(
-            c.id,
-            p.name,
-            c.offset,
-            c.stored_len,
-            c.raw_len,
-            c.codec,
-            c.base,
-            c.depth,
-            c.plain_len,
-            c.damaged,
-        )
-        .join_from(chunks_t, packs_t, c.pack_id == p.id)
-        .where(c.id == rid)
-    ).first()
+def _info(conn, store: ChunkStore, rid: str) -> ChunkInfo:
+    """An index row from the rebuild's own (uncommitted) transaction."""
+    row = conn.execute(store.info_query().where(chunks_t.c.id == rid)).first()
     if row is None:
         raise IntegrityError(f"object {rid} is not in any pack")
     return ChunkInfo(*row)

@@ -185,7 +185,8 @@ class ChunkStore:
         self.workers = workers or default_workers()
 
     # -- index lookups ---------------------------------------------------------------------
-    def _info_query(self) -> sa.Select:
+    def info_query(self) -> sa.Select:
+        """The index rows a :class:`ChunkInfo` is made of (add a WHERE; any connection)."""
         c, p = index.chunks.c, index.packs.c
         return sa.select(
             c.id,
@@ -202,7 +203,7 @@ class ChunkStore:
 
     def info(self, cid: str) -> ChunkInfo | None:
         with self.engine.connect() as conn:
-            row = conn.execute(self._info_query().where(index.chunks.c.id == cid)).first()
+            row = conn.execute(self.info_query().where(index.chunks.c.id == cid)).first()
         return ChunkInfo(*row) if row else None
 
     def infos(self, ids: Iterable[str], *, with_bases: bool = False) -> dict[str, ChunkInfo]:
@@ -213,7 +214,7 @@ class ChunkStore:
         with self.engine.connect() as conn:
             while wanted:
                 for i in range(0, len(wanted), 500):
-                    q = self._info_query().where(index.chunks.c.id.in_(wanted[i : i + 500]))
+                    q = self.info_query().where(index.chunks.c.id.in_(wanted[i : i + 500]))
                     for row in conn.execute(q):
                         found[row[0]] = ChunkInfo(*row)
                 if not with_bases:
