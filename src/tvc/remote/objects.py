@@ -33,7 +33,13 @@ from tvc.repo.manifest import Manifest
 from tvc.repo.version import parse_version_record
 from tvc.store import durable, hashing
 from tvc.store import index as idx
-from tvc.store.chunkstore import LEASE_SECONDS, MAX_DELTA_DEPTH, entry_row
+from tvc.store.chunkstore import (
+    LEASE_SECONDS,
+    MAX_DELTA_DEPTH,
+    ChunkInfo,
+    ChunkStore,
+    entry_row,
+)
 from tvc.store.packs import ENTRY, Kind, PackWriter, iter_entries, pack_object_name
 
 PACK_LIMIT = 64 * 1024 * 1024  # bytes of payload per transfer pack (the last entry may pass it)
@@ -58,38 +64,13 @@ def check_pack_name(name: str) -> str:
     return name
 
 
-@dataclass(frozen=True)
-class ObjectRow:
-    """Where an object is stored, with what it needs to travel as stored."""
-
-    id: str
-    pack: str
-    offset: int
-    stored_len: int
-    raw_len: int
-    codec: int
-    base: str | None
-    depth: int
-    plain_len: int
-    kind: int
-    damaged: bool
+# Where an object is stored, with what it needs to travel as stored: the chunk store's row.
+ObjectRow = ChunkInfo
 
 
 def object_rows(engine: sa.Engine, ids: Iterable[str]) -> dict[str, ObjectRow]:
-    c, p = idx.chunks.c, idx.packs.c
-    q = sa.select(
-        c.id,
-        p.name,
-        c.offset,
-        c.stored_len,
-        c.raw_len,
-        c.codec,
-        c.base,
-        c.depth,
-        c.plain_len,
-        c.kind,
-        c.damaged,
-    ).join_from(idx.chunks, idx.packs, c.pack_id == p.id)
+    c = idx.chunks.c
+    q = ChunkStore.info_query()
     wanted = list(dict.fromkeys(ids))
     out: dict[str, ObjectRow] = {}
     with engine.connect() as conn:

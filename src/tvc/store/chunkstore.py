@@ -76,6 +76,7 @@ class ChunkInfo:
     depth: int
     plain_len: int
     damaged: bool = False
+    kind: int = Kind.CHUNK  # a chunk, or a record kept in packs (manifest, version)
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,8 @@ class ChunkStore:
         self.workers = workers or default_workers()
 
     # -- index lookups ---------------------------------------------------------------------
-    def info_query(self) -> sa.Select:
+    @staticmethod
+    def info_query() -> sa.Select:
         """The index rows a :class:`ChunkInfo` is made of (add a WHERE; any connection)."""
         c, p = index.chunks.c, index.packs.c
         return sa.select(
@@ -199,6 +201,7 @@ class ChunkStore:
             c.depth,
             c.plain_len,
             c.damaged,
+            c.kind,
         ).join_from(index.chunks, index.packs, c.pack_id == p.id)
 
     def info(self, cid: str) -> ChunkInfo | None:
