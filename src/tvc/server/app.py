@@ -20,16 +20,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
 
 from tvc import errors
 from tvc.api import Registry
-from tvc.remote import history, objects, record
-from tvc.remote.transport import info_json, rows_json
+from tvc.remote import objects, record
+from tvc.remote.transport import rows_json
 from tvc.server.tokens import Token, TokenStore
 
 API = "/api/v1"
@@ -73,133 +71,59 @@ class TokenRequest(BaseModel):
     expires: str | None = None
 
 
-def create_app(data: str | os.PathLike[str]) -> FastAPI:
-    reg = Registry(data)
-    tokens = TokenStore(reg.dir)
-    staging = reg.dir / "tmp"
-    app = FastAPI(
-        title="tvc server",
-        version="1",
-        description="A tvc registry: versions, objects and refs over HTTP.",
-    )
-    app.state.registry = reg
+class Server:
+    """What every route module of the server shares: the registry, the token store, the
+    staging directory, and the access checks. Route modules (``transfer`` here, and the
+    Hugging Face endpoint, the UI, … beside it) take one and add their routes with
+    ``install(app, server)``, so each area lives in its own module and all apply one policy."""
 
-    @app.exception_handler(errors.TvcError)
-    async def _tvc_error(_request: Request, exc: errors.TvcError) -> JSONResponse:
-        status = 403 if isinstance(exc, Forbidden) else 500
-        if status == 500:
-            status = next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
-        return JSONResponse(
-            {"error": exc.message, "exit_code": exc.exit_code},
-            status_code=status,
-            headers={"WWW-Authenticate": "Bearer"} if status == 401 else None,
-        )
+    def __init__(self, data: str | os.PathLike[str]) -> None:
+        self.reg = Registry(data)
+        self.tokens = TokenStore(self.reg.dir)
+        self.staging = self.reg.dir / "tmp"
+        self._visible: dict[tuple, set[str]] = {}
 
-    def need(scope: str):
+    # -- access --------------------------------------------------------------------------
+    def token(self, authorization: str | None) -> Token:
+        """The token an ``Authorization: Bearer …`` header names (AccessError → 401)."""
+        secret = None
+        if authorization and authorization.lower().startswith("bearer "):
+            secret = authorization[7:].strip()
+        return self.tokens.authenticate(secret)
+
+    def need(self, scope: str):
+        """A FastAPI dependency: the request's token, at least of ``scope`` (else 401/403)."""
+
         def check(authorization: str | None = Header(None)) -> Token:
-            secret = None
-            if authorization and authorization.lower().startswith("bearer "):
-                secret = authorization[7:].strip()
-            token = tokens.authenticate(secret)
+            token = self.token(authorization)
             if not token.allows(scope):
                 raise Forbidden(f"token {token.name!r} has scope {token.scope}; this needs {scope}")
             return token
 
         return check
 
+    @staticmethod
     def scoped(scope: str) -> dict[str, Any]:
+        """Route keywords that declare the scope in the spec (the access tests read it)."""
         return {"openapi_extra": {"x-tvc-scope": scope}}
 
+    @staticmethod
     def readable(token: Token, model: str) -> None:
+        """A model the token may not read does not exist (404), as for any unknown model."""
         if not token.may_read(model):
             raise errors.UnknownRefError(f"unknown model {model!r}")
 
-    def readable_versions(token: Token, vids: list[str]) -> dict[str, dict[str, Any]]:
-        infos = record.version_infos(reg, objects.check_ids(vids))
+    def readable_versions(self, token: Token, vids: list[str]) -> dict[str, dict[str, Any]]:
+        infos = record.version_infos(self.reg, objects.check_ids(vids))
         return {v: i for v, i in infos.items() if token.may_read(i["model"])}
 
-    # -- tokens (admin) -------------------------------------------------------------------
-    @app.get(f"{API}/tokens", **scoped("admin"))
-    def token_list(token: Token = Depends(need("admin"))) -> dict[str, Any]:
-        return {"tokens": [t.public() for t in tokens.list()]}
-
-    @app.post(f"{API}/tokens", **scoped("admin"))
-    def token_create(body: TokenRequest, token: Token = Depends(need("admin"))) -> dict[str, Any]:
-        secret = tokens.create(body.name, body.scope, body.models, body.expires)
-        return {"name": body.name, "scope": body.scope, "token": secret}
-
-    @app.delete(f"{API}/tokens/{{name}}", **scoped("admin"))
-    def token_revoke(name: str, token: Token = Depends(need("admin"))) -> dict[str, Any]:
-        tokens.revoke(name)
-        return {"revoked": name}
-
-    # -- who and what --------------------------------------------------------------------
-    @app.get(f"{API}/whoami", **scoped("read"))
-    def whoami(token: Token = Depends(need("read"))) -> dict[str, Any]:
-        return token.public()
-
-    @app.get(f"{API}/models", **scoped("read"))
-    def models(token: Token = Depends(need("read"))) -> dict[str, Any]:
-        return {"models": [m for m in reg.models() if token.may_read(m["model"])]}
-
-    @app.get(f"{API}/versions/{{ref:path}}", **scoped("read"))
-    def show(ref: str, token: Token = Depends(need("read"))) -> dict[str, Any]:
-        readable(token, ref.split("@", 1)[0])
-        return reg.show(ref).to_json()
-
-    @app.get(f"{API}/refs", **scoped("read"))
-    def refs(
-        model: list[str] | None = Query(None), token: Token = Depends(need("read"))
-    ) -> dict[str, Any]:
-        rows = record.list_refs(reg, model)
-        return {"refs": [r for r in rows if token.may_read(r["model"])]}
-
-    @app.get(f"{API}/history", **scoped("read"))
-    def history_(model: str, token: Token = Depends(need("read"))) -> dict[str, Any]:
-        readable(token, model)
-        return {"events": history.collect(reg, model)}
-
-    # -- versions ------------------------------------------------------------------------
-    @app.post(f"{API}/versions/recorded", **scoped("read"))
-    def recorded(body: Ids, token: Token = Depends(need("read"))) -> dict[str, Any]:
-        mine = readable_versions(token, body.ids)
-        return {"recorded": [v for v in body.ids if v in mine]}
-
-    @app.post(f"{API}/versions/info", **scoped("read"))
-    def info(body: Ids, token: Token = Depends(need("read"))) -> dict[str, Any]:
-        return {"versions": readable_versions(token, body.ids)}
-
-    def _all_readable(token: Token, vids: list[str]) -> None:
-        mine = readable_versions(token, vids)
+    def all_readable(self, token: Token, vids: list[str]) -> None:
+        mine = self.readable_versions(token, vids)
         for v in vids:
             if v not in mine:
                 raise errors.UnknownRefError(f"no version {v}")
 
-    @app.post(f"{API}/versions/ancestry", **scoped("read"))
-    def ancestry(body: Ids, token: Token = Depends(need("read"))) -> dict[str, Any]:
-        _all_readable(token, body.ids)
-        chain = record.ancestry(reg, body.ids)
-        mine = readable_versions(token, chain)
-        return {"versions": [v for v in chain if v in mine]}
-
-    @app.post(f"{API}/versions/objects", **scoped("read"))
-    def version_objects(body: Ids, token: Token = Depends(need("read"))) -> dict[str, Any]:
-        _all_readable(token, body.ids)
-        return {"objects": rows_json(reg, body.ids)}
-
-    # -- objects -------------------------------------------------------------------------
-    @app.post(f"{API}/objects/missing", **scoped("write"))
-    def missing(body: Ids, token: Token = Depends(need("write"))) -> dict[str, Any]:
-        absent = objects.missing(reg.engine, body.ids)
-        allowed = _allowed(token)
-        if allowed is not None:  # no oracle for other models' objects: those count as missing
-            gone = set(absent)
-            absent = [i for i in body.ids if i in gone or i not in allowed]
-        return {"missing": absent}
-
-    visible_cache: dict[tuple, set[str]] = {}
-
-    def _allowed(token: Token) -> set[str] | None:
+    def allowed(self, token: Token) -> set[str] | None:
         """Every object a version the token may read uses; None for a token of every model.
         Kept while the set of versions is the same (count and newest time)."""
         if not token.models:
@@ -209,102 +133,61 @@ def create_app(data: str | os.PathLike[str]) -> FastAPI:
         from tvc.repo import schema as s
 
         v = s.versions.c
-        with reg.meta.read() as conn:
+        with self.reg.meta.read() as conn:
             count, newest = conn.execute(
                 sa.select(sa.func.count(), sa.func.max(v.created)).where(v.deleted.is_(None))
             ).one()
             vids = [r[0] for r in conn.execute(sa.select(v.id).where(v.deleted.is_(None)))]
         key = (tuple(token.models), count, newest)
-        if key not in visible_cache:
+        if key not in self._visible:
             mine = [
                 i
-                for i, info in record.version_infos(reg, vids).items()
+                for i, info in record.version_infos(self.reg, vids).items()
                 if token.may_read(info["model"])
             ]
-            visible_cache.clear()
-            visible_cache[key] = set(rows_json(reg, mine))
-        return visible_cache[key]
+            self._visible.clear()
+            self._visible[key] = set(rows_json(self.reg, mine))
+        return self._visible[key]
 
-    def _visible_objects(token: Token, ids: list[str]) -> None:
+    def visible_objects(self, token: Token, ids: list[str]) -> None:
         """404 for an object no version the token may read uses (or that is not here)."""
-        allowed = _allowed(token)
-        rows = objects.object_rows(reg.engine, ids)
+        allowed = self.allowed(token)
+        rows = objects.object_rows(self.reg.engine, ids)
         for i in ids:
             if i not in rows or (allowed is not None and i not in allowed):
                 raise errors.UnknownRefError(f"no object {i}")
 
-    @app.post(f"{API}/objects/info", **scoped("read"))
-    def object_info(body: Ids, token: Token = Depends(need("read"))) -> dict[str, Any]:
-        ids = objects.check_ids(body.ids)
-        _visible_objects(token, ids)
-        return {"objects": info_json(reg, ids)}
 
-    @app.post(
-        f"{API}/objects/pack",
-        response_class=FileResponse,
-        responses={200: {"content": {"application/octet-stream": {}}}},
-        **scoped("read"),
+def error_response(exc: errors.TvcError) -> JSONResponse:
+    """tvc's error as JSON with its exit code, under the HTTP status its class maps to."""
+    status = 403 if isinstance(exc, Forbidden) else 500
+    if status == 500:
+        status = next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
+    return JSONResponse(
+        {"error": exc.message, "exit_code": exc.exit_code},
+        status_code=status,
+        headers={"WWW-Authenticate": "Bearer"} if status == 401 else None,
     )
-    def pack(body: Ids, token: Token = Depends(need("read"))):
-        ids = objects.check_ids(body.ids)
-        _visible_objects(token, ids)
-        name, path, _size = objects.write_pack(reg, ids, staging)
-        return FileResponse(
-            path,
-            media_type="application/octet-stream",
-            headers={"X-Tvc-Pack": name},
-            background=BackgroundTask(_unlink, path),
-        )
 
-    @app.put(f"{API}/packs/{{name}}", **scoped("write"))
-    async def put_pack(
-        name: str,
-        request: Request,
-        token: Token = Depends(need("write")),
-        x_tvc_lease: str | None = Header(None),
-    ) -> dict[str, Any]:
-        objects.check_pack_name(name)
-        fd, tmp = objects.temp_file(staging)
-        size = 0
-        try:
-            with os.fdopen(fd, "wb") as f:
-                async for block in request.stream():
-                    size += len(block)
-                    if size > objects.MAX_PACK_BYTES:
-                        raise errors.IntegrityError("pack upload larger than a pack may be")
-                    f.write(block)
-        except BaseException:
-            _unlink(tmp)
-            raise
-        got = await run_in_threadpool(objects.receive_pack, reg, tmp, name, lease=x_tvc_lease)
-        return {"name": got.name, "objects": got.objects, "new": got.new, "bytes": got.bytes}
 
-    @app.post(f"{API}/uploads", **scoped("write"))
-    def take_lease(token: Token = Depends(need("write"))) -> dict[str, Any]:
-        return {"lease": objects.take_lease(reg, f"push by {token.name}")}
+def create_app(data: str | os.PathLike[str]) -> FastAPI:
+    server = Server(data)
+    app = FastAPI(
+        title="tvc server",
+        version="1",
+        description="A tvc registry: versions, objects and refs over HTTP.",
+    )
+    app.state.registry = server.reg
+    app.state.server = server
 
-    @app.delete(f"{API}/uploads/{{lease}}", **scoped("write"))
-    def drop_lease(lease: str, token: Token = Depends(need("write"))) -> dict[str, Any]:
-        objects.drop_lease(reg, lease)
-        return {"dropped": lease}
+    @app.exception_handler(errors.TvcError)
+    async def _tvc_error(_request: Request, exc: errors.TvcError) -> JSONResponse:
+        return error_response(exc)
 
-    @app.post(f"{API}/record", **scoped("write"))
-    def record_(body: RecordRequest, token: Token = Depends(need("write"))) -> dict[str, Any]:
-        readable(token, body.model)
-        got = record.record_versions(
-            reg,
-            body.model,
-            objects.check_ids(body.versions),
-            numbers=body.numbers,
-            moves=[record.Move(*m) for m in body.moves],
-            tags=body.tags,
-            force=body.force,
-            history=body.history,
-            gates=True,
-            actor=token.name,
-        )
-        return got.to_json()
+    from tvc.server import transfer
 
+    for area in (transfer,):
+        area.install(app, server)
     return app
 
 
