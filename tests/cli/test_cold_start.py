@@ -50,7 +50,14 @@ def test_read_commands_do_not_import_numpy(small_registry, argv):
     loaded = _modules(argv, small_registry)
     heavy = sorted(m for m in loaded if m.split(".")[0] == "numpy" or m in HEAVY_FOR_READS)
     assert not heavy, f"tvc {' '.join(argv)} imported {heavy}"
-    assert "sqlalchemy" in loaded  # the probe did run the command against the DB
+    assert "_sqlite3" in loaded  # the probe did run the command against the DB
+
+
+def test_a_commit_without_tensors_does_not_import_numpy(small_registry):
+    (small_registry / "notes.txt").write_text("what changed")
+    loaded = _modules(["commit", "m", "notes.txt", "-m", "notes", "-q"], small_registry)
+    assert "tvc.formats" in loaded  # the file went through format detection
+    assert not [m for m in loaded if m.split(".")[0] == "numpy"]
 
 
 def test_version_imports_neither_typer_nor_sqlalchemy(tmp_path):

@@ -40,9 +40,16 @@ def log(
     json_: bool = JsonOpt,
 ) -> None:
     """History: versions reachable from REF, newest first."""
-    with common.open_registry() as reg:
-        versions = reg.log(ref, n)
-        decorations = {v.id: reg.refs_pointing_at(v) for v in versions}
+    from tvc.repo import coldread  # the cold start's path: no SQLAlchemy when it can answer
+
+    quick = coldread.log(common.state.registry_path, ref, n)
+    if quick is not None:
+        versions = [v for v, _ in quick]
+        decorations = {v.id: refs for v, refs in quick}
+    else:
+        with common.open_registry() as reg:
+            versions = reg.log(ref, n)
+            decorations = {v.id: reg.refs_pointing_at(v) for v in versions}
     if json_:
         docs = []
         for v in versions:

@@ -13,7 +13,9 @@ codecs use itemsize to group bytes, and 0 tells them not to.
 
 from __future__ import annotations
 
-import numpy as np
+from tvc.store.lazy import lazy_module
+
+np = lazy_module("numpy", globals(), "np")  # numpy loads on first use: cold starts skip it
 
 # Element widths in bits, as safetensors 0.8 defines them, plus a few torch-only types.
 _BITS: dict[str, int] = {

@@ -22,9 +22,9 @@ import sqlalchemy as sa
 
 from tvc.errors import StorageError, UsageError
 from tvc.repo import schema  # noqa: F401 - registers the repo tables
+from tvc.repo.location import SCHEMA_HEAD
 from tvc.store.index import damaged, metadata
 
-SCHEMA_HEAD = "0003"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 WRITE = "tvc_write"  # execution option of a connection whose transaction writes
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from tvc.errors import AmbiguousRefError, UnknownRefError, UsageError
 from tvc.formats import dtypes
 from tvc.repo.manifest import Manifest, TensorEntry
 from tvc.repo.version import Version
+from tvc.store.lazy import lazy_module
+
+np = lazy_module("numpy", globals(), "np")  # numpy loads on first use: cold starts skip it
 
 if TYPE_CHECKING:
     from tvc.repo.repository import Repository

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import time
-import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -41,7 +40,6 @@ from tvc.errors import (
     ExistsError,
     IntegrityError,
     NotARegistryError,
-    PathError,
     StorageError,
     UnknownRefError,
     UsageError,
@@ -55,6 +53,7 @@ from tvc.repo.files import (
     stage,
     store_files,
 )
+from tvc.repo.location import FORMAT_VERSION, REGISTRY_DIR, find_root, read_config
 from tvc.repo.manifest import Manifest
 from tvc.repo.meta import Metadata, default_author, version_from_row
 from tvc.repo.version import FileEntry, Version, version_record
@@ -66,8 +65,6 @@ from tvc.store.index import insert_new
 from tvc.store.index import packs as packs_t
 from tvc.store.packs import Kind
 
-REGISTRY_DIR = ".tvc"
-FORMAT_VERSION = 1
 DEFAULT_LOCK_TIMEOUT = 60.0
 COMMIT_ATTEMPTS = 8
 
@@ -138,29 +135,6 @@ def lock_timeout() -> float:
 
 def _writable(dbfile: Path) -> bool:
     return os.access(dbfile.parent, os.W_OK) and os.access(dbfile, os.W_OK)
-
-
-def find_root(start: str | os.PathLike[str] | None = None) -> Path:
-    """The directory holding ``.tvc``: ``start`` itself, or the nearest parent that has one."""
-    env = os.environ.get("TVC_DIR")
-    if start is None and env:
-        start = env
-    try:
-        here = Path(start or os.getcwd()).absolute()
-    except FileNotFoundError:
-        raise PathError("the working directory no longer exists (cd somewhere)") from None
-    if here.name == REGISTRY_DIR and (here / "config.toml").is_file():
-        return here.parent
-    if start is not None:
-        if (here / REGISTRY_DIR / "config.toml").is_file():
-            return here
-        raise NotARegistryError(f"no tvc registry at {here} (run `tvc init`)")
-    for cand in (here, *here.parents):
-        if (cand / REGISTRY_DIR / "config.toml").is_file():
-            return cand
-    raise NotARegistryError(
-        f"not in a tvc registry: no {REGISTRY_DIR}/ in {here} or its parents (run `tvc init`)"
-    )
 
 
 class Repository:
@@ -271,10 +245,7 @@ class Repository:
         return cls(root)
 
     def _read_config(self) -> dict[str, Any]:
-        try:
-            return tomllib.loads((self.dir / "config.toml").read_text())
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise NotARegistryError(f"{self.dir}/config.toml: {exc}") from exc
+        return read_config(self.dir)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -43,10 +43,12 @@ import enum
 import struct
 import threading
 
-import numpy as np
 import zstandard
 
 from tvc.errors import IntegrityError
+from tvc.store.lazy import lazy_module
+
+np = lazy_module("numpy", globals(), "np")  # numpy loads on first use: cold starts skip it
 
 __all__ = ["Codec", "decode", "encode"]
 
