@@ -53,21 +53,22 @@ class LazyChunkStore(ChunkStore):
     their delta bases) from the remote first — for every reader above it: files, tensors,
     checkout, diff, blame, merge."""
 
-    def __init__(self, store: ChunkStore, repo) -> None:
+    def __init__(self, store: ChunkStore, repo, token: str | None = None) -> None:
         super().__init__(store.backend, store.engine, store.staging, store.workers)
         self._repo = repo
+        self._token = token  # None: TVC_TOKEN or the login stored for the remote
 
     def infos(self, ids, *, with_bases: bool = False):
         ids = list(ids)
-        fill(self._repo, ids)
+        fill(self._repo, ids, token=self._token)
         return super().infos(ids, with_bases=with_bases)
 
     def read_many(self, ids: list[str]):
         ids = list(ids)
-        fill(self._repo, ids)
+        fill(self._repo, ids, token=self._token)
         return super().read_many(ids)
 
     def read(self, cid, info=None, known=None, **kw):
         if info is None and not (known and cid in known) and self.info(cid) is None:
-            fill(self._repo, [cid])
+            fill(self._repo, [cid], token=self._token)
         return super().read(cid, info, known, **kw)
