@@ -351,3 +351,25 @@ def test_a_commit_refused_by_the_server_records_nothing(server, tmp_path):
             reg.commit("m", [root / "out"], "y", tags=["t"], detect_code=False)
         assert [v.message for v in reg.log("m")] == ["x"]
     assert [v.message for v in tvc.Registry(data).log("m")] == ["x"]
+
+
+def test_the_readme_examples_run(server, capsys, monkeypatch):
+    """README's SVN-mode block (```sh), line by line, against the server (``$URL``)."""
+    import re
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (block,) = re.findall(r"^```sh\n(.*?)^```", readme, flags=re.S | re.M)
+    monkeypatch.setenv("TVC_TOKEN", token(server["data"], "readme", "admin"))
+    step = 0
+    lines = [line for line in block.splitlines() if line.strip()]
+    assert len(lines) >= 20
+    for line in lines:
+        argv = shlex.split(line.replace("$URL", server["url"]), comments=True)
+        assert argv[0] == "tvc", line
+        if "commit" in argv:
+            step += 1
+            make_model_dir(Path("out"), seed=1, n_layers=2, width=32, changed=tuple(range(step)))
+        expected = re.search(r"#.*\bexit (\d+)", line)
+        code, _out, err = run(capsys, *argv[1:])
+        assert code == (int(expected.group(1)) if expected else 0), f"{line}\n{err}"
