@@ -373,3 +373,34 @@ def test_the_readme_examples_run(server, capsys, monkeypatch):
         expected = re.search(r"#.*\bexit (\d+)", line)
         code, _out, err = run(capsys, *argv[1:])
         assert code == (int(expected.group(1)) if expected else 0), f"{line}\n{err}"
+
+
+def test_changes_made_elsewhere_are_seen_by_the_next_command(server, capsys, monkeypatch):
+    """The cache skips its refresh only when the server's digest is unchanged: a version,
+    an alias move, a metric, a state, a deleted branch or version made on the server's own
+    registry all show in the next command."""
+    url, data, root = server["url"], server["data"], server["root"]
+    monkeypatch.setenv("TVC_TOKEN", token(data, "viewer", "read"))
+    R = ("-R", url)
+    srv = tvc.Registry(data)
+    make_model_dir(root / "out", seed=1, n_layers=2, width=32)
+    srv.commit("m", [root / "out"], "one", metrics={"acc": 0.95}, detect_code=False)
+    assert [v["ref"] for v in tvc_json(capsys, *R, "log", "m")] == ["m@v1"]
+    assert [v["ref"] for v in tvc_json(capsys, *R, "log", "m")] == ["m@v1"]  # unchanged
+    make_model_dir(root / "out", seed=1, n_layers=2, width=32, changed=(0,))
+    srv.commit("m", [root / "out"], "two", detect_code=False)
+    assert [v["ref"] for v in tvc_json(capsys, *R, "log", "m")] == ["m@v2", "m@v1"]
+    srv.set_alias("m", "production", "v1")
+    assert tvc_json(capsys, *R, "alias", "list", "m")[0]["version"] == "v1"
+    srv.add_metrics("m@v2", {"f1": 0.5})
+    assert tvc_json(capsys, *R, "show", "m@v2")["metrics"] == {"f1": 0.5}
+    srv.set_state("m@v2", "training")
+    assert tvc_json(capsys, *R, "show", "m@v2")["state"] == "training"
+    srv.branch("m", "exp", "v1")
+    assert {b["name"] for b in tvc_json(capsys, *R, "branch", "m")} == {"main", "exp"}
+    srv.delete_branch("m", "exp")
+    assert {b["name"] for b in tvc_json(capsys, *R, "branch", "m")} == {"main"}
+    srv.rm("m@v2")
+    assert [v["ref"] for v in tvc_json(capsys, *R, "log", "m")] == ["m@v1"]
+    srv.rm_model("m", force=True)
+    assert tvc_json(capsys, *R, "ls") == []

@@ -47,6 +47,7 @@ from tvc.repo import schema as s
 from tvc.repo.files import NoProgress
 from tvc.repo.repository import REGISTRY_DIR, Repository, _BranchMoved, _ChunksGone
 from tvc.repo.version import Version
+from tvc.store import durable
 from tvc.store.index import insert_new
 
 # Public methods that read the registry: each (when not called from inside another) first
@@ -75,6 +76,17 @@ READS = (
     "lineage",
     "check_gate",
 )
+
+
+REFRESH_ATTEMPTS = 5
+STATE_FILE = "server-state"  # in the cache's .tvc/: the server's digest when last refreshed
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
 
 
 def is_url(where: object) -> bool:
@@ -123,6 +135,10 @@ class RemoteClient:
         self.store = _cache_store_class()(self.store, self, token=self.token)
         self.remote = HttpTransport(self.url, self.token)
         self.last_upload = None  # the Transfer of the last commit's objects (bytes sent)
+        # Python: every top-level read sees the server as it is now. The CLI (one command
+        # per process) turns this off: one refresh before its first read, and after writes.
+        self.auto_refresh = True
+        self._stale = True
         self._depth = 0
         self._lock = threading.RLock()
         self._server_config: dict[str, Any] | None = None
@@ -137,9 +153,10 @@ class RemoteClient:
     # -- keeping the cache fresh -----------------------------------------------------------
     @contextlib.contextmanager
     def _fresh(self) -> Iterator[None]:
-        """Refresh before the outermost read; calls made inside it see that state."""
+        """Refresh before the outermost read (with ``auto_refresh``; else only before the
+        first one and after a write); calls made inside it see that state."""
         with self._lock:
-            if self._depth == 0:
+            if self._depth == 0 and (self.auto_refresh or self._stale):
                 self.refresh()
             self._depth += 1
             try:
@@ -147,17 +164,38 @@ class RemoteClient:
             finally:
                 self._depth -= 1
 
+    @contextlib.contextmanager
+    def _after_write(self) -> Iterator[None]:
+        """Read what a write on the server did: the cache refreshed first, whatever the mode."""
+        self._stale = True
+        with self._fresh():
+            yield
+
     def refresh(self) -> None:
         """Bring the cache to the server's state: new versions (metadata only), branches and
         tags where they are there, the events of states, aliases and metrics; what was
-        deleted there is deleted here."""
+        deleted there is deleted here. Another command refreshing the same cache at the same
+        time may win a branch move here: then this one looks again."""
         from tvc.remote import sync
 
         with self._lock:
             self._depth += 1
             try:
-                sync.pull(self, self.remote, [], force=True, lazy=True)
-                self._drop_gone()
+                # One request says whether anything changed since this cache last looked
+                # (read before the pull: a change during it shows next time).
+                state = self.remote.api("GET", "/state")["state"]
+                mark = self.dir / STATE_FILE
+                if _read(mark) != state:
+                    for attempt in range(REFRESH_ATTEMPTS):
+                        try:
+                            sync.pull(self, self.remote, [], force=True, lazy=True)
+                            self._drop_gone()
+                            break
+                        except ConflictError:
+                            if attempt == REFRESH_ATTEMPTS - 1:
+                                raise
+                    durable.write_bytes(mark, state.encode())
+                self._stale = False
             finally:
                 self._depth -= 1
 
@@ -268,14 +306,14 @@ class RemoteClient:
         )
         if got["event"] is None:
             return None
-        with self._fresh():
+        with self._after_write():
             return super().alias_history(model, alias)[-1]
 
     alias = set_alias
 
     def remove_alias(self, model: str, alias: str, *, reason: str = ""):
         self._post("/aliases/remove", model=model, alias=alias, reason=reason)
-        with self._fresh():
+        with self._after_write():
             return super().alias_history(model, alias)[-1]
 
     def rollback(
@@ -284,37 +322,39 @@ class RemoteClient:
         self._post(
             "/aliases/rollback", model=model, alias=alias, ref=to, reason=reason, force=force
         )
-        with self._fresh():
+        with self._after_write():
             return super().alias_history(model, alias)[-1]
 
     def set_state(self, ref: str, state: str, *, reason: str = "", force: bool = False):
         got = self._post("/lifecycle/set", ref=ref, state=state, reason=reason, force=force)
         if got["event"] is None:
             return None
-        with self._fresh():
+        with self._after_write():
             vid = super().resolve(ref).id
             return next(e for e in reversed(super().state_history(ref)) if e.id == vid)
 
     def add_metrics(self, ref: str, metrics: dict[str, Any], *, reason: str = "") -> Version:
         got = self._post("/metrics/add", ref=ref, metrics=metrics, reason=reason)
-        with self._fresh():
+        with self._after_write():
             return super().version(got["id"])
 
     def branch(self, model: str, name: str, start: str | None = None) -> Version:
         got = self._post("/refs/create", model=model, kind="branch", name=name, ref=start)
-        with self._fresh():
+        with self._after_write():
             return super().version(got["id"])
 
     def tag(self, model: str, name: str, ref: str | None = None) -> Version:
         got = self._post("/refs/create", model=model, kind="tag", name=name, ref=ref)
-        with self._fresh():
+        with self._after_write():
             return super().version(got["id"])
 
     def delete_branch(self, model: str, name: str) -> None:
         self._post("/refs/delete", model=model, kind="branch", name=name)
+        self._stale = True
 
     def delete_tag(self, model: str, name: str) -> None:
         self._post("/refs/delete", model=model, kind="tag", name=name)
+        self._stale = True
 
     def rm(self, ref: str, *, force: bool = False, reason: str = "") -> list[Version]:
         names.parse_ref(ref)
@@ -325,7 +365,7 @@ class RemoteClient:
         return self._removed(self._post("/rm", target=model, force=force, reason=reason))
 
     def _removed(self, got: dict[str, Any]) -> list[Version]:
-        with self._fresh():
+        with self._after_write():
             return [super(RemoteClient, self).version(i) for i in got["ids"]]
 
     # -- answered by the server -------------------------------------------------------------
@@ -346,7 +386,7 @@ class RemoteClient:
                 raise UsageError(f"--limit must be ≥ 0, got {limit}")
             params.append(("limit", min(limit, 2**31 - 1)))
         ids = self.remote.api("GET", "/search", params=params)["ids"]
-        with self._fresh():
+        with self._after_write():  # not a write, but its answer may name versions new here
             return [super(RemoteClient, self).version(i) for i in ids]
 
     def audit(self, model: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
