@@ -61,6 +61,46 @@ class RemoveRequest(BaseModel):
     force: bool = False
 
 
+def _state_digest(reg, token: Token) -> str:
+    import hashlib
+    import json
+
+    import sqlalchemy as sa
+
+    from tvc.repo import schema as s
+
+    mo = s.models.c
+    with reg.meta.read() as conn:
+        rows = conn.execute(sa.select(mo.id, mo.name).where(mo.deleted.is_(None))).all()
+        mids = sorted(mid for mid, name in rows if token.may_read(name))
+        parts: list[Any] = [sorted(name for mid, name in rows if mid in set(mids))]
+        v = s.versions.c
+        parts.append(
+            conn.execute(
+                sa.select(sa.func.count(), sa.func.count(v.deleted), sa.func.max(v.number)).where(
+                    v.model_id.in_(mids)
+                )
+            ).one()
+        )
+        r = s.refs.c
+        parts.append(
+            conn.execute(
+                sa.select(r.model_id, r.kind, r.name, r.version_id)
+                .where(r.model_id.in_(mids))
+                .order_by(r.model_id, r.kind, r.name)
+            ).all()
+        )
+        for table in (s.ref_events, s.state_events, s.metric_events):
+            c = table.c
+            parts.append(
+                conn.execute(
+                    sa.select(sa.func.count(), sa.func.max(c.id)).where(c.model_id.in_(mids))
+                ).one()
+            )
+    text = json.dumps(parts, default=list)  # rows as lists
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _model_of(ref: str) -> str:
     return names.parse_ref(ref).model
 
@@ -69,6 +109,13 @@ def install(app: FastAPI, server: Server) -> None:
     reg = server.reg
 
     # -- reads ---------------------------------------------------------------------------
+    @app.get(f"{API}/state", **server.scoped("read"))
+    def state(token: Token = Depends(server.need("read"))) -> dict[str, Any]:
+        """A digest of everything a client's cache mirrors for this token — the models it may
+        read, their refs, versions, deletions and events — so a client learns in one request
+        that nothing changed since it last looked (it changes with any of them)."""
+        return {"state": _state_digest(reg, token)}
+
     @app.get(f"{API}/lifecycle", **server.scoped("read"))
     def lifecycle(token: Token = Depends(server.need("read"))) -> dict[str, Any]:
         """The server's lifecycle and gates, as its config.toml has them."""
