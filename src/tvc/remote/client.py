@@ -28,7 +28,6 @@ server's number, so ``MODEL@vN`` means the same here and there.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import os
 import re
@@ -117,7 +116,7 @@ class RemoteClient:
         cache: str | os.PathLike[str] | None = None,
     ) -> None:
         from tvc.remote.config import token_for
-        from tvc.remote.lazy import mark_lazy
+        from tvc.remote.lazy import LazyChunkStore, mark_lazy
         from tvc.remote.transport import HttpTransport
 
         url = url or os.environ.get("TVC_REGISTRY") or ""
@@ -132,7 +131,7 @@ class RemoteClient:
                 Repository.init(root).close()
                 mark_lazy(root / REGISTRY_DIR, self.url)
         super().__init__(root)
-        self.store = _cache_store_class()(self.store, self, token=self.token)
+        self.store = LazyChunkStore(self.store, self, token=self.token)
         self.remote = HttpTransport(self.url, self.token)
         self.last_upload = None  # the Transfer of the last commit's objects (bytes sent)
         # Python: every top-level read sees the server as it is now. The CLI (one command
@@ -231,7 +230,7 @@ class RemoteClient:
         """``Registry.commit`` against the server (see the module doc). Its dedup lookups ask
         the cache only: a chunk the cache lacks is encoded here and then not sent if the
         server has it — fetching it to learn that would move more bytes than it saves."""
-        with self._fresh(), self.store.local_lookups():
+        with self._fresh():  # (the lazy store's local lookups: RemoteMixin.commit)
             return super().commit(*args, **kw)
 
     def _record_version(
@@ -445,35 +444,6 @@ class RemoteClient:
 
     def fill(self, *a: Any, **kw: Any):
         self._no_remote("fetch")
-
-
-@functools.cache
-def _cache_store_class():
-    """The class is made on first use: the lazy store brings the transfer code, which a
-    command on a local registry never loads."""
-    from tvc.remote.lazy import LazyChunkStore
-    from tvc.store.chunkstore import ChunkStore
-
-    class CacheStore(LazyChunkStore):
-        """The cache's chunk store: reads fetch what the cache lacks; while a commit looks
-        chunks up to deduplicate, only the cache is asked."""
-
-        _local = 0
-
-        @contextlib.contextmanager
-        def local_lookups(self) -> Iterator[None]:
-            self._local += 1
-            try:
-                yield
-            finally:
-                self._local -= 1
-
-        def infos(self, ids, *, with_bases: bool = False):
-            if self._local:
-                return ChunkStore.infos(self, ids, with_bases=with_bases)
-            return super().infos(ids, with_bases=with_bases)
-
-    return CacheStore
 
 
 def _synced(name: str):
