@@ -132,6 +132,8 @@ def test_every_command_against_a_server(server, capsys, monkeypatch):
     assert srv.resolve("m@staging").id == v2["id"]
 
     # Lifecycle by the server's machine; metrics added later.
+    states = tvc_json(capsys, *R, "lifecycle", "states")  # the server's machine and gates
+    assert "metrics.acc >= 0.9" in json.dumps(states)
     assert main([*R, "lifecycle", "set", "m@v2", "training"]) == 0
     code, _o, err = run(capsys, *R, "lifecycle", "set", "m@v2", "production")
     assert code == 11 and "legal next states" in err

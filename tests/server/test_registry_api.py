@@ -93,3 +93,29 @@ def test_writes_run_the_servers_registry_code_as_the_token(server):
     assert reg.metric_history("m@v1")[-1].actor == "only-m"
     lc = get(server, "only-m", "/lifecycle").json()
     assert set(lc) == {"lifecycle", "gates"}
+
+
+def test_the_access_matrix_covers_these_routes(server):
+    """test_access.py walks every route of the spec: these are in it, with their scopes."""
+    spec = httpx.get(server["api"].removesuffix("/api/v1") + "/openapi.json").json()
+    scopes = {
+        (method.upper(), path.removeprefix("/api/v1")): op.get("x-tvc-scope")
+        for path, ops in spec["paths"].items()
+        for method, op in ops.items()
+    }
+    want = {
+        ("GET", "/state"): "read",
+        ("GET", "/lifecycle"): "read",
+        ("GET", "/search"): "read",
+        ("GET", "/audit"): "read",
+        ("GET", "/stats"): "read",
+        ("POST", "/aliases/set"): "write",
+        ("POST", "/aliases/remove"): "write",
+        ("POST", "/aliases/rollback"): "write",
+        ("POST", "/lifecycle/set"): "write",
+        ("POST", "/metrics/add"): "write",
+        ("POST", "/refs/create"): "write",
+        ("POST", "/refs/delete"): "write",
+        ("POST", "/rm"): "admin",
+    }
+    assert {k: scopes.get(k) for k in want} == want

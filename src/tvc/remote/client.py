@@ -73,7 +73,6 @@ READS = (
     "metric_history",
     "committed_metrics",
     "lineage",
-    "check_gate",
 )
 
 
@@ -401,6 +400,11 @@ class RemoteClient:
             self._server_config = {"lifecycle": got["lifecycle"], "gates": got["gates"]}
             self.config = {**self.config, **self._server_config}
         return self._server_config
+
+    def check_gate(self, gate: str, ref: str):
+        self._config_of_server()  # the server's gates, not the cache's (none)
+        with self._fresh():
+            return super().check_gate(gate, ref)
 
     def lifecycle(self) -> Lifecycle:
         return Lifecycle.from_config(self._config_of_server())
