@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from tvc.registry import ModelRegistry
 from tvc.remote.api import RemoteMixin
+from tvc.remote.client import RemoteClient
 from tvc.repo.repository import Progress, Repository
 
 if TYPE_CHECKING:
@@ -22,7 +23,17 @@ if TYPE_CHECKING:
 
 
 class Registry(RemoteMixin, ModelRegistry):
-    """``Registry.init(path)``, ``Registry(path)``, then commit / log / show / checkout / open …"""
+    """``Registry.init(path)``, ``Registry(path)``, then commit / log / show / checkout / open …
+
+    ``Registry(URL)`` (an ``http(s)://`` server, or ``TVC_REGISTRY=URL`` with no path) is a
+    :class:`RemoteRegistry`: the same methods, run against the server (SVN mode)."""
+
+    def __new__(cls, path: str | os.PathLike[str] | None = None, *args: object, **kw: object):
+        if cls is Registry:
+            where = path if path is not None else os.environ.get("TVC_REGISTRY")
+            if isinstance(where, str) and where.startswith(("http://", "https://")):
+                return super().__new__(RemoteRegistry)
+        return super().__new__(cls)
 
     @classmethod
     def init(cls, path: str | os.PathLike[str] = ".", **where: str | None) -> Registry:
@@ -97,3 +108,7 @@ class Registry(RemoteMixin, ModelRegistry):
             dry_run=dry_run,
             progress=progress,
         )
+
+
+class RemoteRegistry(RemoteClient, Registry):
+    """``tvc.Registry(URL)``: a ``tvc server`` used directly (see :mod:`tvc.remote.client`)."""

@@ -74,3 +74,28 @@ def test_a_lazy_clone_fetches_only_what_is_read(tmp_path, connect, monkeypatch):
     assert c.fsck(read_data=True)["ok"]
     with open_transport(where, secret) as remote:
         assert sync.pull(c, remote).bytes_sent == 0
+
+
+def test_a_lazy_clone_commits_and_pushes_only_its_new_chunks(tmp_path, connect, monkeypatch):
+    """A commit in a lazy clone deduplicates against what the clone holds (a server answers
+    404 for the new chunks it has never seen: they are not asked of it), and its push sends
+    only what the remote lacks."""
+    src = tvc.Registry.init(tmp_path / "src")
+    make_model_dir(tmp_path / "out", seed=2, n_layers=6, width=256)
+    src.commit("m", [tmp_path / "out"], "v1", detect_code=False)
+    where, secret = connect(tmp_path / "src")
+    if secret:  # (connect made a read token)
+        monkeypatch.setenv("TVC_TOKEN", token(tmp_path / "src", "writer", "write"))
+    c = tvc.Registry.clone(where, tmp_path / "c", lazy=True)
+    make_model_dir(tmp_path / "out", seed=2, n_layers=6, width=256, changed=(4,))
+    v2 = c.commit("m", [tmp_path / "out"], "v2", detect_code=False)
+    with open_transport(where, None) as remote:
+        t = sync.push(c, remote, ["m"])
+    assert t.versions == 1 and t.objects_skipped > 0
+    logical = (tmp_path / "out" / "model.safetensors").stat().st_size
+    assert t.bytes_sent < logical / 3  # the changed tensor, not the model
+    assert src.resolve("m").id == v2.id
+    assert (
+        src.read("m@v2", "model.safetensors")
+        == (tmp_path / "out" / "model.safetensors").read_bytes()
+    )

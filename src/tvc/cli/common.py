@@ -101,7 +101,10 @@ def open_registry() -> Registry:
                 "the working directory no longer exists: cd to an existing directory "
                 "(or give -R with an absolute path)"
             ) from None
-    return Registry(path)
+    reg = Registry(path)
+    if hasattr(reg, "auto_refresh"):  # a server used directly: one command, one refresh
+        reg.auto_refresh = False
+    return reg
 
 
 def emit_json(obj: Any) -> None:

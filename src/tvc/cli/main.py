@@ -47,8 +47,9 @@ def _global(
         None,
         "--registry",
         "-R",
-        envvar="TVC_DIR",
-        help="Registry directory (default: the nearest .tvc/ at or above the working directory).",
+        envvar=["TVC_DIR", "TVC_REGISTRY"],
+        help="Registry directory, or a server URL to use directly (default: the nearest .tvc/ "
+        "at or above the working directory).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     version: bool = typer.Option(

@@ -10,6 +10,7 @@ import typer
 
 from tvc.cli import common
 from tvc.cli.common import JsonOpt, QuietOpt
+from tvc.errors import UsageError
 
 token_app = typer.Typer(
     help="Access tokens of a server's registry (run on its data directory).",
@@ -35,9 +36,16 @@ def register(app: typer.Typer) -> None:
 
 
 def _regdir(data: str | None) -> Path:
+    from tvc.remote.client import is_url
     from tvc.repo.repository import REGISTRY_DIR, find_root
 
-    return find_root(data or common.state.registry_path) / REGISTRY_DIR
+    where = data or common.state.registry_path
+    if is_url(where):  # SVN mode has no registry of its own to push from or pull into
+        raise UsageError(
+            f"{where} is used directly (-R/TVC_REGISTRY): remotes, push, pull and fetch need "
+            f"a registry of your own (tvc clone {where} DIR)"
+        )
+    return find_root(where) / REGISTRY_DIR
 
 
 def server(

@@ -3,6 +3,7 @@ mixed into the public ``tvc.Registry``."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from typing import TYPE_CHECKING, Any
@@ -92,6 +93,13 @@ class RemoteMixin:
 
             if lazy_remote(self.dir) is not None:
                 self.store = LazyChunkStore(self.store, self)
+
+    def commit(self, *args: Any, **kw: Any):
+        """A commit in a lazy clone deduplicates against what is here (see
+        ``LazyChunkStore.local_lookups``)."""
+        local = getattr(self.store, "local_lookups", None)
+        with local() if local is not None else contextlib.nullcontext():
+            return super().commit(*args, **kw)
 
     def fill(self, ref: str) -> sync.Transfer:
         """Fetch every chunk of ``ref`` a lazy clone lacks (``tvc fetch --fill``)."""

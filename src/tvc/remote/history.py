@@ -1,5 +1,6 @@
 """What travels besides versions: lifecycle transitions with their audit, alias moves with
-their history, metrics added after the commit — as the events the sender recorded.
+their history, metrics added after the commit, and deletions (``tvc rm`` of a version, a
+deleted branch) — as the events the sender recorded.
 
 The receiver replays the events it lacks (an event is known by its kind, its version or alias
 name, its new value and its time), oldest first, each only if it starts where the receiver is:
@@ -10,6 +11,13 @@ for a local command — a transition its lifecycle does not allow, or a move its
 a ConflictError and nothing of the push's history is applied (``--force`` overrides, recorded
 as forced); the events are then recorded under the pusher's name with the original actor in the
 reason. On a pull or clone the events are taken as the remote recorded them.
+
+Deletions travel as events too. A version deleted on the sender is deleted on the receiver by
+the rules of a local ``rm``: one a tag or an alias points at, or in production, refuses the
+push unless ``--force``, and stays on a pull (reported as skipped); a branch whose head it was
+moves back as it would here. A branch deleted on the sender (and not made again) is deleted on
+the receiver only if it still points where it pointed when it was deleted. A whole model's
+removal (``rm MODEL``) does not travel: a push has no branch of it left to send.
 """
 
 from __future__ import annotations
@@ -62,6 +70,25 @@ def collect(repo, model: str) -> list[dict[str, Any]]:
                     "rollback": r.rollback,
                 }
             )
+        # Deletions: versions removed (``tvc rm``), and branches deleted that do not exist
+        # now (a branch deleted and made again is not a deletion any more).
+        live = {
+            r[0]
+            for r in conn.execute(
+                sa.select(s.refs.c.name).where(s.refs.c.model_id == mid, s.refs.c.kind == "branch")
+            )
+        }
+        q = sa.select(s.ref_events).where(re_.model_id == mid, re_.kind.in_(["rm", "branch"]))
+        for r in conn.execute(q.order_by(re_.id)):
+            if r.kind == "rm":
+                event = {"type": "rm", "version": r.old_version}
+            elif r.new_version is None and r.old_version and r.name not in live:
+                event = {"type": "branch", "name": r.name, "old": r.old_version, "new": None}
+            else:
+                continue
+            out.append(
+                {**event, "actor": r.actor, "at": r.at, "reason": r.reason, "forced": r.forced}
+            )
         for r in conn.execute(sa.select(s.metric_events).where(me.model_id == mid)):
             out.append(
                 {
@@ -81,6 +108,8 @@ _FIELDS = {
     "state": {"version": str, "old": str, "new": str},
     "alias": {"name": str, "old": (str, type(None)), "new": (str, type(None))},
     "metrics": {"version": str, "metrics": dict},
+    "rm": {"version": str},
+    "branch": {"name": str, "old": str},
 }
 
 
@@ -93,11 +122,21 @@ def _check(e: Any) -> None:
         ok = all(isinstance(e.get(k), t) for k, t in _FIELDS[e["type"]].items())
     if not ok:
         raise UsageError(f"malformed history event {str(e)[:200]}")
-    if e["type"] == "alias":
-        names.check_ref_name(e["name"], "alias")
+    if e["type"] in ("alias", "branch"):
+        names.check_ref_name(e["name"], e["type"])
 
 
 def _known(conn: sa.Connection, mid: int, e: dict[str, Any]) -> bool:
+    if e["type"] == "rm":  # deleted here already, or never here: nothing to do
+        v = s.versions.c
+        row = conn.execute(sa.select(v.deleted).where(v.id == e["version"])).first()
+        return row is None or row.deleted is not None
+    if e["type"] == "branch":
+        r = s.refs.c
+        q = sa.select(r.version_id).where(
+            r.model_id == mid, r.kind == "branch", r.name == e["name"]
+        )
+        return conn.execute(q).first() is None
     if e["type"] == "state":
         c = s.state_events.c
         q = sa.select(c.id).where(
@@ -136,7 +175,27 @@ def apply(
         who, reason = e["actor"], e.get("reason") or ""
         if gates:
             who, reason = actor, f"{reason} (by {e['actor']}, pushed)".strip()
-        if e["type"] == "state":
+        if e["type"] == "rm":
+            # Deleted there, so deleted here — by the rules of a local rm: a version a tag or
+            # an alias points at, or in production, is refused on a push unless --force, and
+            # kept (skipped) on a pull.
+            version = repo.meta.load_version(conn, e["version"], files=False)
+            try:
+                repo._remove(conn, mid, [version], force=force, reason=reason, actor=who)
+            except ConflictError:
+                if gates:
+                    raise
+                skipped += 1
+                continue
+        elif e["type"] == "branch":
+            cur = repo.meta.ref_target(conn, mid, "branch", e["name"])
+            if cur != e["old"]:  # it moved on here since: not the branch that was deleted
+                skipped += 1
+                continue
+            repo.meta.move_ref(
+                conn, mid, "branch", e["name"], None, expected=cur, actor=who, reason=reason
+            )
+        elif e["type"] == "state":
             row = conn.execute(sa.select(v.state).where(v.id == e["version"])).first()
             if row is None or row.state != e["old"]:
                 skipped += 1

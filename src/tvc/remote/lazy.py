@@ -10,7 +10,9 @@ ordinary indexed object from then on.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from tvc.remote import objects
@@ -53,21 +55,37 @@ class LazyChunkStore(ChunkStore):
     their delta bases) from the remote first — for every reader above it: files, tensors,
     checkout, diff, blame, merge."""
 
-    def __init__(self, store: ChunkStore, repo) -> None:
+    def __init__(self, store: ChunkStore, repo, token: str | None = None) -> None:
         super().__init__(store.backend, store.engine, store.staging, store.workers)
         self._repo = repo
+        self._token = token  # None: TVC_TOKEN or the login stored for the remote
+
+    _local = 0  # > 0 while a commit looks chunks up to deduplicate
+
+    @contextlib.contextmanager
+    def local_lookups(self) -> Iterator[None]:
+        """While a commit asks which of its chunks are stored, ask only this registry: a
+        chunk it lacks is stored again here (and a push finds the remote has it), instead of
+        fetching it to learn that — and a new chunk is not asked of the remote at all (a
+        server answers 404 for an object it does not have)."""
+        self._local += 1
+        try:
+            yield
+        finally:
+            self._local -= 1
 
     def infos(self, ids, *, with_bases: bool = False):
         ids = list(ids)
-        fill(self._repo, ids)
+        if not self._local:
+            fill(self._repo, ids, token=self._token)
         return super().infos(ids, with_bases=with_bases)
 
     def read_many(self, ids: list[str]):
         ids = list(ids)
-        fill(self._repo, ids)
+        fill(self._repo, ids, token=self._token)
         return super().read_many(ids)
 
     def read(self, cid, info=None, known=None, **kw):
         if info is None and not (known and cid in known) and self.info(cid) is None:
-            fill(self._repo, [cid])
+            fill(self._repo, [cid], token=self._token)
         return super().read(cid, info, known, **kw)

@@ -243,7 +243,6 @@ def record_versions(
     with repo.meta.write() as conn:
         mid_ = repo.meta.model_id(conn, model, create=True)
         repo.meta.lock_model(conn, mid_)
-        currents = {}
         for mv in moves:
             cur = repo.meta.ref_target(conn, mid_, "branch", mv.branch)
             if cur != mv.expected:
@@ -251,7 +250,6 @@ def record_versions(
                     f"branch {mv.branch} of {model} moved meanwhile (it is at "
                     f"{cur[:12] if cur else 'nothing'}); fetch or pull, then push again"
                 )
-            currents[mv.branch] = cur
         new_versions: list[str] = []
         for vid, doc, entries, wanted in plans:
             if conn.execute(sa.select(v.id).where(v.id == vid)).first() is not None:
@@ -307,9 +305,19 @@ def record_versions(
             n = conn.execute(sa.select(v.number).where(v.id == vid)).scalar()
             if n is not None:
                 out_numbers[vid] = n
+        # The events before the branch moves: a deletion there may have moved a branch back
+        # here already (to where the move goes).
+        done = None
+        if history:
+            try:
+                done = events.apply(
+                    repo, conn, mid_, model, history, gates=gates, force=force, actor=actor
+                )
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise UsageError(f"malformed history event ({exc!r})") from exc
         branches: dict[str, dict[str, str | None]] = {}
         for mv in moves:
-            cur = currents[mv.branch]
+            cur = repo.meta.ref_target(conn, mid_, "branch", mv.branch)
             if mv.head == cur:
                 continue
             if conn.execute(sa.select(v.id).where(v.id == mv.head)).first() is None:
@@ -346,12 +354,4 @@ def record_versions(
                 )
             repo.meta.create_ref(conn, mid_, "tag", tag, vid, actor=actor, reason="push")
             created.append(tag)
-        done = None
-        if history:
-            try:
-                done = events.apply(
-                    repo, conn, mid_, model, history, gates=gates, force=force, actor=actor
-                )
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise UsageError(f"malformed history event ({exc!r})") from exc
     return Recorded(model, new_versions, out_numbers, branches, created, done)

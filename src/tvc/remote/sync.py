@@ -78,6 +78,15 @@ def _branch_specs(repo, specs: list[str], all_: bool) -> list[tuple[str, str]]:
     return out
 
 
+def _deleted_here(repo, vid: str) -> bool:
+    """Whether ``vid`` is a version this registry had and deleted (a tombstone)."""
+    with repo.meta.read() as conn:
+        try:
+            return repo.meta.load_version(conn, vid, files=False).deleted is not None
+        except UnknownRefError:
+            return False
+
+
 def _local_head(repo, model: str, branch: str) -> str:
     with repo.meta.read() as conn:
         mid = repo.meta.model_id(conn, model)
@@ -166,6 +175,19 @@ def push(
             (r["id"] for r in rrefs if r["kind"] == "branch" and r["name"] == branch), None
         )
         entry = {"model": model, "branch": branch, "old": rhead, "new": head}
+        if rhead is not None and rhead != head and _deleted_here(repo, rhead):
+            # The remote's head was deleted here (tvc rm): the deletion travels first (the
+            # remote moves its branch back as this registry did), then what came after it.
+            got = remote.record(model, [], history=history.collect(repo, model), force=force)
+            t.history = _add(t.history, got.get("history"))
+            rhead = next(
+                (
+                    r["id"]
+                    for r in remote.refs([model])
+                    if r["model"] == model and r["kind"] == "branch" and r["name"] == branch
+                ),
+                None,
+            )
         if rhead == head:  # no versions to send; alias moves, states, metrics may still be
             got = remote.record(model, [], history=history.collect(repo, model), force=force)
             t.history = _add(t.history, got.get("history"))

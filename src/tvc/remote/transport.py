@@ -310,6 +310,11 @@ class HttpTransport(Transport):
     def record(self, model, versions, **kw):
         return self._call("POST", "/record", json={"model": model, "versions": versions, **kw})
 
+    def api(self, method: str, path: str, **kw: Any) -> Any:
+        """Any other endpoint under ``/api/v1`` (the registry's commands, for
+        :mod:`tvc.remote.client`); a server's error is raised as the TvcError it stands for."""
+        return self._call(method, path, **kw)
+
     def whoami(self) -> dict[str, Any]:
         return self._call("GET", "/whoami")
 

@@ -28,6 +28,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,7 +45,25 @@ JOURNAL_PREFIX = "journal/"
 ANY = object()  # move_ref without a compare-and-swap condition
 
 
+# Who a server acts for: the token's name, set around one request's registry call (a context
+# variable, not TVC_AUTHOR: the server runs many requests at once, in threads).
+_acting: ContextVar[str | None] = ContextVar("tvc_acting_as", default=None)
+
+
+@contextmanager
+def acting_as(name: str) -> Iterator[None]:
+    """Record every change made inside as ``name``'s (``default_author`` answers it)."""
+    token = _acting.set(name)
+    try:
+        yield
+    finally:
+        _acting.reset(token)
+
+
 def default_author() -> str:
+    acting = _acting.get()
+    if acting:
+        return acting
     env = os.environ.get("TVC_AUTHOR")
     if env:
         return env

@@ -431,21 +431,19 @@ class Repository:
                 vid = session.put_record(Kind.VERSION, record)
                 session.flush()
                 try:
-                    with self.meta.write() as conn:
-                        version = self._record(
-                            conn,
-                            model=model,
-                            branch=branch,
-                            seen=seen,
-                            parent=parent,
-                            vid=vid,
-                            parents=parents,
-                            entries=entries,
-                            session=session,
-                            meta=meta,
-                            tags=tags,
-                            state=state,
-                        )
+                    version = self._record_version(
+                        model=model,
+                        branch=branch,
+                        seen=seen,
+                        parent=parent,
+                        vid=vid,
+                        parents=parents,
+                        entries=entries,
+                        session=session,
+                        meta=meta,
+                        tags=tags,
+                        state=state,
+                    )
                     break
                 except _BranchMoved as moved:
                     if expected_head is not None:
@@ -478,6 +476,12 @@ class Repository:
             new_chunks=new_chunks,
             total_chunks=total_chunks,
         )
+
+    def _record_version(self, **kw: Any) -> Version:
+        """Where a commit's stored version gets recorded: here, in one transaction. (A client
+        of a server records it there instead: :mod:`tvc.remote.client`.)"""
+        with self.meta.write() as conn:
+            return self._record(conn, **kw)
 
     def _record(
         self,
