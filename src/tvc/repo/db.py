@@ -24,7 +24,7 @@ from tvc.errors import StorageError, UsageError
 from tvc.repo import schema  # noqa: F401 - registers the repo tables
 from tvc.store.index import damaged, metadata
 
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004_tokens"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 WRITE = "tvc_write"  # execution option of a connection whose transaction writes
 
