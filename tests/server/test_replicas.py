@@ -20,23 +20,50 @@ from tvc.remote import open_transport, sync
 from repo_helpers import make_model_dir
 
 
-@pytest.fixture
-def cluster(tmp_path, s3_url, pg_url):
-    """``{"urls": [A, B], "token": admin secret, ...}``: replica A on a registry made by
-    ``tvc init --store --db``, replica B from a config dir ``tvc server --store --db`` makes."""
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, _seaweed, _postgres):
+    """``{"urls": [A, B], "token": admin secret, "dirs": [...]}``: replica A on a registry made
+    by ``tvc init --store --db``, replica B from the config dir ``tvc server --store --db``
+    makes. One per module (starting servers is the slow part); tests use models of their own."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from conftest import S3_BUCKET, S3_KEYS
     from tvc.cli.main import main
 
-    assert main(["init", str(tmp_path / "a"), "--store", s3_url, "--db", pg_url, "-q"]) == 0
-    secret = token(tmp_path / "a", "admin", "admin")
-    with contextlib.ExitStack() as stack:
-        a, _pa = stack.enter_context(running_server(tmp_path / "a"))
-        b, _pb = stack.enter_context(
-            running_server(tmp_path / "b", "--store", s3_url, "--db", pg_url)
-        )
-        yield {"urls": [a, b], "token": secret, "dirs": [tmp_path / "a", tmp_path / "b"]}
+    root = tmp_path_factory.mktemp("cluster")
+    s3_url = f"s3://{S3_BUCKET}/c-{uuid.uuid4().hex[:12]}?endpoint={_seaweed}"
+    name = "cluster_" + uuid.uuid4().hex[:8]
+    admin = sa.create_engine(_postgres.format(db="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    pg_url = _postgres.format(db=name)
+    with pytest.MonkeyPatch.context() as mp, contextlib.ExitStack() as stack:
+        for k, v in {
+            **S3_KEYS,
+            "AWS_CONFIG_FILE": str(root / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(root / "no-aws-credentials"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "TVC_AUTHOR": "tester",
+        }.items():
+            mp.setenv(k, v)
+        assert main(["init", str(root / "a"), "--store", s3_url, "--db", pg_url, "-q"]) == 0
+        secret = token(root / "a", "admin", "admin")
+        a, _pa = stack.enter_context(running_server(root / "a"))
+        b, _pb = stack.enter_context(running_server(root / "b", "--store", s3_url, "--db", pg_url))
+        yield {"urls": [a, b], "token": secret, "dirs": [root / "a", root / "b"]}
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
-def chain(tmp_path, n=2, name="src", model="m"):
+@pytest.fixture(autouse=True)
+def _aws(s3_env):
+    """Tests open the cluster's registry directly too: the same AWS environment."""
+
+
+def chain(tmp_path, n=2, model="m", name="src"):
     reg = tvc.Registry.init(tmp_path / name)
     for i in range(n):
         make_model_dir(tmp_path / "out", seed=1, changed=tuple(range(i)))
@@ -51,14 +78,14 @@ def test_b_is_a_config_dir_only(cluster):
 
 def test_a_push_to_one_replica_is_cloned_from_the_other_at_once(tmp_path, cluster):
     a_url, b_url = cluster["urls"]
-    src = chain(tmp_path, 3)
+    src = chain(tmp_path, 3, "m1")
     with open_transport(a_url, cluster["token"]) as remote:
-        sync.push(src, remote, ["m"])
-    c = tvc.Registry.clone(b_url, tmp_path / "c", token=cluster["token"])
-    assert [(v.id, v.number) for v in c.log("m")] == [(v.id, v.number) for v in src.log("m")]
-    for v in src.log("m"):
+        sync.push(src, remote, ["m1"])
+    c = tvc.Registry.clone(b_url, tmp_path / "c", token=cluster["token"], models=["m1"])
+    assert [(v.id, v.number) for v in c.log("m1")] == [(v.id, v.number) for v in src.log("m1")]
+    for v in src.log("m1"):
         for fe in v.files:
-            assert c.read(f"m@v{v.number}", fe.path) == src.read(f"m@v{v.number}", fe.path)
+            assert c.read(f"m1@v{v.number}", fe.path) == src.read(f"m1@v{v.number}", fe.path)
     for reg_dir in cluster["dirs"]:  # both config dirs see the one registry, fsck clean
         with tvc.Registry(reg_dir) as reg:
             res = reg.fsck(read_data=True)
@@ -68,9 +95,7 @@ def test_a_push_to_one_replica_is_cloned_from_the_other_at_once(tmp_path, cluste
 def test_tokens_are_shared_created_and_revoked_through_either_replica(cluster):
     a_url, b_url = cluster["urls"]
     admin = {"Authorization": f"Bearer {cluster['token']}"}
-    got = httpx.post(
-        f"{b_url}/api/v1/tokens", json={"name": "ci", "scope": "read"}, headers=admin
-    )
+    got = httpx.post(f"{b_url}/api/v1/tokens", json={"name": "ci", "scope": "read"}, headers=admin)
     assert got.status_code == 200, got.text
     ci = {"Authorization": f"Bearer {got.json()['token']}"}
     assert httpx.get(f"{a_url}/api/v1/whoami", headers=ci).status_code == 200
@@ -97,13 +122,15 @@ def test_tokens_are_shared_created_and_revoked_through_either_replica(cluster):
 def test_two_pushes_to_one_branch_through_two_replicas_exactly_one_wins(tmp_path, cluster):
     a_url, b_url = cluster["urls"]
     secret = cluster["token"]
-    src = chain(tmp_path, 1)
+    src = chain(tmp_path, 1, "m2")
     with open_transport(a_url, secret) as remote:
-        sync.push(src, remote, ["m"])
-    clones = [tvc.Registry.clone(a_url, tmp_path / f"c{i}", token=secret) for i in range(2)]
+        sync.push(src, remote, ["m2"])
+    clones = [
+        tvc.Registry.clone(a_url, tmp_path / f"c{i}", token=secret, models=["m2"]) for i in range(2)
+    ]
     for i, c in enumerate(clones):
         make_model_dir(tmp_path / f"out{i}", seed=20 + i)
-        c.commit("m", [tmp_path / f"out{i}"], f"clone {i}", detect_code=False)
+        c.commit("m2", [tmp_path / f"out{i}"], f"clone {i}", detect_code=False)
     start = threading.Barrier(2)
     outcome: list[object] = [None, None]
 
@@ -111,7 +138,7 @@ def test_two_pushes_to_one_branch_through_two_replicas_exactly_one_wins(tmp_path
         with open_transport((a_url, b_url)[i], secret) as remote:
             start.wait()
             try:
-                outcome[i] = sync.push(clones[i], remote, ["m"])
+                outcome[i] = sync.push(clones[i], remote, ["m2"])
             except ConflictError as exc:
                 outcome[i] = exc
 
@@ -125,21 +152,24 @@ def test_two_pushes_to_one_branch_through_two_replicas_exactly_one_wins(tmp_path
     lost = outcome[1 - won[0]]
     assert isinstance(lost, ConflictError) and re.search("moved meanwhile|pull", str(lost))
     with tvc.Registry(cluster["dirs"][1]) as srv:
-        assert srv.resolve("m@main").id == clones[won[0]].resolve("m@main").id
+        assert srv.resolve("m2@main").id == clones[won[0]].resolve("m2@main").id
 
 
 def test_numbering_stays_dense_and_unique_under_concurrent_pushes(tmp_path, cluster):
     """Eight clients push a new version each, on a branch of their own, through alternating
     replicas at once: every version gets one number, none twice, none skipped."""
     urls, secret = cluster["urls"], cluster["token"]
-    src = chain(tmp_path, 1)
+    src = chain(tmp_path, 1, "m3")
     with open_transport(urls[0], secret) as remote:
-        sync.push(src, remote, ["m"])
+        sync.push(src, remote, ["m3"])
     n = 8
-    clones = [tvc.Registry.clone(urls[0], tmp_path / f"c{i}", token=secret) for i in range(n)]
+    clones = [
+        tvc.Registry.clone(urls[0], tmp_path / f"c{i}", token=secret, models=["m3"])
+        for i in range(n)
+    ]
     for i, c in enumerate(clones):
         make_model_dir(tmp_path / f"out{i}", seed=40 + i, n_layers=2, width=16)
-        c.commit("m", [tmp_path / f"out{i}"], f"client {i}", branch=f"b{i}", detect_code=False)
+        c.commit("m3", [tmp_path / f"out{i}"], f"client {i}", branch=f"b{i}", detect_code=False)
     start = threading.Barrier(n)
     errors: list[BaseException] = []
 
@@ -147,7 +177,7 @@ def test_numbering_stays_dense_and_unique_under_concurrent_pushes(tmp_path, clus
         try:
             with open_transport(urls[i % 2], secret) as remote:
                 start.wait()
-                sync.push(clones[i], remote, [f"m@b{i}"])
+                sync.push(clones[i], remote, [f"m3@b{i}"])
         except BaseException as exc:  # noqa: BLE001 - collected for the assertion
             errors.append(exc)
 
@@ -158,6 +188,8 @@ def test_numbering_stays_dense_and_unique_under_concurrent_pushes(tmp_path, clus
         th.join()
     assert errors == []
     with tvc.Registry(cluster["dirs"][0]) as srv:
-        heads = {i: srv.resolve(f"m@b{i}") for i in range(n)}
+        heads = {i: srv.resolve(f"m3@b{i}") for i in range(n)}
         assert sorted(v.number for v in heads.values()) == list(range(2, n + 2))
-        assert {v.id for v in heads.values()} == {c.resolve(f"m@b{i}").id for i, c in enumerate(clones)}
+        assert {v.id for v in heads.values()} == {
+            c.resolve(f"m3@b{i}").id for i, c in enumerate(clones)
+        }
