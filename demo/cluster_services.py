@@ -48,7 +48,7 @@ def free_port() -> int:
 def _free_pair() -> int:
     """A port P with P+10000 free too (weed binds both), below the ephemeral range."""
     while True:
-        p = random.randint(10000, 21999)  # noqa: S311
+        p = random.randint(10000, 21999)
         ok = True
         for q in (p, p + 10000):
             with socket.socket() as s:
