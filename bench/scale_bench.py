@@ -199,7 +199,11 @@ def raw_boto3(endpoint: str, files: list[Path], threads: int) -> tuple[float, fl
 def dvc_push(endpoint: str, files: list[Path], work: Path, env: dict) -> str:
     dvc = HERE / ".work" / "venv-dvc-s3" / "bin" / "dvc"
     if not dvc.exists():
-        return "skipped: no dvc with S3 support in bench/.work/venv-dvc-s3"
+        return (
+            "skipped: no dvc with S3 support in bench/.work/venv-dvc-s3 (install it with "
+            "python3 -m venv bench/.work/venv-dvc-s3 && bench/.work/venv-dvc-s3/bin/pip "
+            "install 'dvc[s3]': 255 s here)"
+        )
     proj = work / "dvc-proj"
     proj.mkdir()
     run = lambda *a: subprocess.run(  # noqa: E731
@@ -209,6 +213,7 @@ def dvc_push(endpoint: str, files: list[Path], work: Path, env: dict) -> str:
     run("init", "-q")
     run("remote", "add", "-d", "s3", f"s3://{BUCKET}/dvc")
     run("remote", "modify", "s3", "endpointurl", endpoint)
+    run("remote", "modify", "s3", "region", "us-east-1")
     for i, f in enumerate(files):
         shutil.copy(f, proj / f"m{i}.safetensors")
     run("add", "-q", *[f"m{i}.safetensors" for i in range(len(files))])
@@ -271,7 +276,7 @@ def main() -> None:
                 results[label] = run_phase(
                     label, args.clients, urls, secret, dirs, files, work / "a", work
                 )
-            dvc = dvc_push(endpoint, files, work, {**os.environ})
+            dvc = dvc_push(endpoint, files, work, {**os.environ, "DVC_NO_ANALYTICS": "1"})
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
