@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 # torch: exactly the CPU build that lies on this machine's disk (anything else pulls GBs of CUDA).
 TORCH  := torch==2.13.0
 
-.PHONY: demo test lint fmt bench clean fuse
+.PHONY: demo test lint fmt bench clean fuse demo-cluster
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ $(VENV)/.test-deps: pyproject.toml | $(PY)
 
 demo: $(VENV)/.demo-deps
 	$(PY) demo/demo.py
+
+# Scale-out on loopback: SeaweedFS + PostgreSQL + two `tvc server` replicas (test deps have them).
+demo-cluster: $(VENV)/.test-deps
+	$(PY) demo/cluster.py
 
 lint: $(VENV)/.test-deps
 	$(VENV)/bin/ruff check src tests demo bench

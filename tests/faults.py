@@ -74,3 +74,93 @@ class BitFlipBackend(Wrapper):
         if data:
             data[self.at % len(data)] ^= 0xFF
         return bytes(data)
+
+
+class S3Proxy:
+    """A loopback HTTP proxy in front of a real S3 server: fault injection one level below a
+    backend, by wrapping the server rather than mocking the client.
+
+    Every request is recorded (method, path, query, headers) and forwarded unchanged (the
+    SigV4 signature covers the Host header, which is passed through). ``plan`` decides per
+    request: a function ``(method, path, query, headers) -> None | int | "drop"`` — None
+    forwards it, a status code answers with that S3 error instead, "drop" closes the connection
+    without an answer (a reset/timeout as a client sees it).
+    """
+
+    def __init__(self, upstream: str) -> None:
+        import http.client
+        import http.server
+        import threading
+        import urllib.parse
+
+        self.requests: list[tuple[str, str, str, dict[str, str]]] = []
+        self.plan = lambda method, path, query, headers: None
+        up = urllib.parse.urlsplit(upstream)
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                path, _, query = self.path.partition("?")
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                proxy.requests.append((self.command, path, query, headers))
+                action = proxy.plan(self.command, path, query, headers)
+                if action == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if isinstance(action, int):
+                    code = {503: "SlowDown", 500: "InternalError", 400: "InvalidRequest"}.get(
+                        action, "Injected"
+                    )
+                    payload = (
+                        f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
+                        f"<Message>injected {action}</Message></Error>"
+                    ).encode()
+                    self.send_response(action)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+                try:
+                    fwd = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                    conn.request(self.command, self.path, body=body, headers=fwd)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                finally:
+                    conn.close()
+                self.send_response(resp.status)
+                head = self.command == "HEAD"
+                for k, v in resp.getheaders():
+                    if k.lower() in ("connection", "transfer-encoding"):
+                        continue
+                    if k.lower() != "content-length" or head:
+                        self.send_header(k, v)
+                if not head:
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def seen(self, method: str, query_has: str = "") -> list[tuple[str, str, str, dict]]:
+        return [r for r in self.requests if r[0] == method and query_has in r[2]]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

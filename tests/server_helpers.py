@@ -27,11 +27,12 @@ def _die_with_parent() -> None:  # in the child before exec: no orphan outlives 
 
 
 @contextmanager
-def running_server(data: Path):
-    """``(url, process)`` of ``tvc server --data DATA`` once it answers; SIGKILLed after."""
+def running_server(data: Path, *extra: str):
+    """``(url, process)`` of ``tvc server --data DATA [EXTRA...]`` once it answers; SIGKILLed
+    after."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tvc", "server", "--data", str(data), "--port", str(port)],
+        [sys.executable, "-m", "tvc", "server", "--data", str(data), "--port", str(port), *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         preexec_fn=_die_with_parent,

@@ -13,9 +13,12 @@ import tvc
 from tvc.repo import schema as s
 
 
-@pytest.fixture
-def reg(tmp_path: Path):
-    r = tvc.Registry.init(tmp_path / "reg")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def reg(request, tmp_path: Path):
+    """Every registry-layer test runs on both metadata DBs: search, gates, lifecycle and the
+    audit log must give the same answers on SQLite and on PostgreSQL (a real server)."""
+    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
+    r = tvc.Registry.init(tmp_path / "reg", metadata=url)
     yield r
     r.close()
 

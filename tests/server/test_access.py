@@ -121,13 +121,39 @@ def test_a_model_the_token_may_not_read_is_404_everywhere(server):
     assert httpx.post(f"{api}/record", json=rec, headers=h).status_code == 404
 
 
-def test_tokens_are_stored_hashed_and_the_file_is_private(server):
-    path = server["root"] / "reg" / ".tvc" / "tokens.json"
-    text = path.read_text()
+def test_tokens_are_stored_hashed_in_the_db_and_not_in_a_file(server):
+    regdir = server["root"] / "reg" / ".tvc"
+    assert not (regdir / "tokens.json").exists()  # replicas share no local file
+    db_bytes = b"".join(p.read_bytes() for p in regdir.glob("tvc.db*"))
     for secret in server["tokens"].values():
-        assert secret not in text
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert {t["name"] for t in json.loads(text)} >= set(SCOPES)
+        assert secret.encode() not in db_bytes
+    store = TokenStore(regdir)
+    assert {t.name for t in store.list()} >= set(SCOPES)
+    store.close()
+
+
+def test_a_tokens_json_of_old_is_imported_once(tmp_path):
+    import hashlib
+
+    tvc.Registry.init(tmp_path / "r").close()
+    regdir = tmp_path / "r" / ".tvc"
+    secret = "tvc_old-secret"
+    rows = [
+        {"name": "old", "scope": "write", "models": ["m*"], "created": 1.0, "expires": None,
+         "revoked": None, "hash": hashlib.sha256(secret.encode()).hexdigest()},
+    ]  # fmt: skip
+    (regdir / "tokens.json").write_text(json.dumps(rows))
+    store = TokenStore(regdir)
+    tok = store.authenticate(secret)
+    assert (tok.name, tok.scope, tok.models) == ("old", "write", ["m*"])
+    assert not (regdir / "tokens.json").exists()
+    assert (regdir / "tokens.json.imported").exists()
+    store.revoke("old")
+    store.close()
+    again = TokenStore(regdir)  # the renamed file is not imported again
+    with pytest.raises(tvc.errors.AccessError):
+        again.authenticate(secret)
+    again.close()
 
 
 def test_login_stores_the_token_0600_and_push_records_its_name(tmp_path, monkeypatch, capsys):

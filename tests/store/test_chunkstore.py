@@ -20,6 +20,21 @@ def engine(tmp_path):
     eng.dispose()
 
 
+@pytest.fixture(params=["local", "memory", "s3"])
+def inner(request, tmp_path):
+    """The backend the fault-injection wrappers wrap: each kind (S3: a real SeaweedFS)."""
+    if request.param == "local":
+        yield LocalBackend(tmp_path / "objects")
+    elif request.param == "memory":
+        yield MemoryBackend()
+    else:
+        from tvc.store.backends import open_backend
+
+        b = open_backend(request.getfixturevalue("s3_url"))
+        yield b
+        b.close()
+
+
 def make_store(engine, tmp_path, backend=None):
     return ChunkStore(backend or LocalBackend(tmp_path / "objects"), engine, tmp_path / "tmp")
 
@@ -90,10 +105,10 @@ def test_delta_against_an_old_deep_chain_uses_its_keyframe(engine, tmp_path):
     assert bytes(store.read(last.id)) == nxt.tobytes()
 
 
-def test_bit_flip_is_caught_on_read(engine, tmp_path):
-    store = make_store(engine, tmp_path)
+def test_bit_flip_is_caught_on_read(engine, tmp_path, inner):
+    store = make_store(engine, tmp_path, inner)
     (r,) = commit(store, [PutItem(floats(3), "F32", 4)])
-    flipped = make_store(engine, tmp_path, BitFlipBackend(LocalBackend(tmp_path / "objects"), 7))
+    flipped = make_store(engine, tmp_path, BitFlipBackend(inner, 7))
     with pytest.raises(IntegrityError, match=r.id[:16]):
         flipped.read(r.id)
 
@@ -111,9 +126,9 @@ class _FlipPack(BitFlipBackend):
         return super()._get(name, offset, length)
 
 
-def test_a_damaged_delta_base_fails_the_delta_read(engine, tmp_path):
+def test_a_damaged_delta_base_fails_the_delta_read(engine, tmp_path, inner):
     """Bases are decoded without a hash of their own: the delta's hash must catch them."""
-    store = make_store(engine, tmp_path)
+    store = make_store(engine, tmp_path, inner)
     arr = np.random.default_rng(2).standard_normal(1 << 14).astype(np.float32)
     (base,) = commit(store, [PutItem(arr.tobytes(), "F32", 4)])
     nxt = arr + np.float32(1e-3)
@@ -122,7 +137,6 @@ def test_a_damaged_delta_base_fails_the_delta_read(engine, tmp_path):
     pack = store.info(base.id).pack
     assert store.info(delta.id).pack != pack
     # Past the entry header: the payload itself, which still decodes, to the wrong floats.
-    inner = LocalBackend(tmp_path / "objects")
     damaged = make_store(engine, tmp_path, _FlipPack(inner, pack, 4000))
     with pytest.raises(IntegrityError, match=delta.id[:16]):
         damaged.read(delta.id)
@@ -131,8 +145,7 @@ def test_a_damaged_delta_base_fails_the_delta_read(engine, tmp_path):
     assert bytes(store.read(delta.id)) == nxt.tobytes()
 
 
-def test_failed_pack_write_leaves_nothing_indexed(engine, tmp_path):
-    inner = MemoryBackend()
+def test_failed_pack_write_leaves_nothing_indexed(engine, tmp_path, inner):
     store = make_store(engine, tmp_path, FailingBackend(inner, put="E"))
     s = store.session()
     list(s.put_many([PutItem(b"abc" * 100)]))
@@ -144,8 +157,8 @@ def test_failed_pack_write_leaves_nothing_indexed(engine, tmp_path):
     assert list((tmp_path / "tmp").glob("*")) == []
 
 
-def test_abort_removes_written_packs(engine, tmp_path):
-    backend = MemoryBackend()
+def test_abort_removes_written_packs(engine, tmp_path, inner):
+    backend = inner
     store = make_store(engine, tmp_path, backend)
     s = store.session()
     list(s.put_many([PutItem(b"abc" * 100)]))

@@ -90,7 +90,8 @@ def test_store_urls_with_an_unknown_scheme_are_refused(tmp_path):
     from tvc.repo import db
     from tvc.store.backends import LocalBackend, open_backend
 
-    for url in ("s3://bucket/prefix", "gs://b", "ftp://host/x", "http://h/x"):
+    bad_s3 = ("s3://", "s3://Bad_Bucket/x", "s3://b1b/p?secret=x", "s3://b1b/../x")
+    for url in (*bad_s3, "gs://b", "ftp://host/x", "http://h/x"):
         with pytest.raises(UsageError):
             open_backend(url, base=tmp_path)
     assert not (tmp_path / "s3:").exists()

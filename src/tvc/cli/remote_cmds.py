@@ -52,14 +52,55 @@ def server(
     data: str = typer.Option(None, "--data", help="Registry directory to serve (default: -R/.)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8470, "--port", help="Port to listen on."),
+    store: str = typer.Option(
+        None, "--store", help="Packs in s3://BUCKET[/PREFIX]?endpoint=URL (or a path)."
+    ),
+    db: str = typer.Option(None, "--db", help="Metadata on postgresql://… (shared by replicas)."),
 ) -> None:
-    """Serve a registry over HTTP (tokens: `tvc token create`; API spec at /openapi.json)."""
+    """Serve a registry over HTTP (tokens: `tvc token create`; API spec at /openapi.json).
+
+    With --store/--db, DATA (default: here) becomes the config directory of the registry they
+    hold: made on first use (a new registry, or a replica of one whose DB exists already)."""
     from tvc.server.app import serve
 
+    if store or db:
+        _config_dir(Path(data or common.state.registry_path or "."), store, db)
     root = _regdir(data).parent
     sys.stderr.write(f"tvc server: serving {root} on http://{host}:{port}\n")
     sys.stderr.flush()
     serve(root, host=host, port=port)
+
+
+def _config_dir(where: Path, store: str | None, db: str | None) -> None:
+    """Make ``where`` name the registry in ``store``/``db`` (see ``server``)."""
+    from tvc.api import Registry
+    from tvc.errors import UsageError
+    from tvc.repo import db as dbmod
+    from tvc.repo.repository import REGISTRY_DIR, Repository
+
+    regdir = where.absolute() / REGISTRY_DIR
+    if (regdir / "config.toml").exists():
+        with Repository(where) as repo:
+            conf = repo.config
+        for flag, given, key in (("--store", store, "store"), ("--db", db, "metadata")):
+            have = conf.get(key, {}).get("url")
+            if given and given != have:
+                raise UsageError(
+                    f"{regdir} serves {key} {have!r}, not {flag} {given!r}: use another --data"
+                )
+        return
+    if db and dbmod.sqlite_path(dbmod.normalize_url(db, regdir)) is None:
+        engine = dbmod.create_engine(dbmod.normalize_url(db, regdir))
+        try:
+            exists = dbmod.current_revision(engine) is not None
+        finally:
+            engine.dispose()
+        if exists:
+            if not store:
+                raise UsageError("joining a registry's DB needs its --store as well")
+            Repository.join(where, store=store, metadata=db).close()
+            return
+    Registry.init(where, store=store, metadata=db).close()
 
 
 def _admin(url: str):

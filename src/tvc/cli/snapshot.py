@@ -23,13 +23,17 @@ def register(app: typer.Typer) -> None:
 
 def init(
     directory: Path = typer.Argument(Path("."), help="Where to create .tvc/ (default: here)."),
+    store: str = typer.Option(
+        None, "--store", help="Where packs live: a path, or s3://BUCKET[/PREFIX]?endpoint=URL."
+    ),
+    db: str = typer.Option(None, "--db", help="Metadata DB URL, e.g. postgresql://u@host/db."),
     json_: bool = JsonOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
 ) -> None:
-    """Create a registry: SQLite metadata + local packs in DIR/.tvc."""
+    """Create a registry: SQLite metadata + local packs in DIR/.tvc (or --store, --db)."""
     from tvc.api import Registry
 
-    reg = Registry.init(directory)
+    reg = Registry.init(directory, store=store, metadata=db)
     if json_:
         common.emit_json({"registry": str(reg.dir)})
     elif not (quiet or common.state.quiet):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from tvc.errors import IntegrityError, UsageError
+from tvc.errors import ConflictError, IntegrityError, UsageError
 from tvc.repo.manifest import Manifest
 from tvc.repo.version import parse_version_record
 from tvc.store import durable, hashing
@@ -43,6 +43,9 @@ from tvc.store.chunkstore import (
 from tvc.store.packs import ENTRY, Kind, PackWriter, iter_entries, pack_object_name
 
 PACK_LIMIT = 64 * 1024 * 1024  # bytes of payload per transfer pack (the last entry may pass it)
+# The end of every refusal that sending the objects again cures (a gc on the receiving side
+# swept them between its "I have these" and the record): a pushing client retries on it.
+RESEND = "send them and try again"
 MAX_PACK_BYTES = PACK_LIMIT + 64 * 1024 * 1024  # what a receiver accepts at most
 MAX_RAW = 1 << 30  # no object decodes to more than this (pieces are 4 MiB; manifests < 1 GiB)
 BATCH = 5000  # ids per "which do you lack" question
@@ -224,10 +227,22 @@ def receive_pack(
             return Received(name, len(entries), 0, size)
         obj = pack_object_name(name)
         repo.store.backend.put(obj, path)
+        p = idx.packs.c
         with repo.meta.write() as conn:
-            pid = conn.execute(
-                idx.packs.insert().values(name=obj, size=size, created=time.time())
-            ).inserted_primary_key[0]
+            same = conn.execute(
+                sa.select(p.id, p.retired).where(p.name == obj).with_for_update()
+            ).first()  # locked: gc retires it only if no row points at it (gc._rewrite)
+            if same is not None and same.retired is not None:
+                # An identical pack (same bytes, same name) that a gc is reclaiming right now:
+                # its object goes any moment, ours with it. Once that gc is done, a resend
+                # stores it afresh.
+                raise ConflictError(f"pack {name[:16]}… is being reclaimed here; {RESEND}")
+            if same is not None:  # stored and indexed already (same bytes): index into it
+                pid = same.id
+            else:
+                pid = conn.execute(
+                    idx.packs.insert().values(name=obj, size=size, created=time.time())
+                ).inserted_primary_key[0]
             rows = [entry_row(e, pid) for e in new]
             idx.insert_new(conn, idx.chunks, [r for r in rows if r["id"] not in have])
             c = idx.chunks.c
@@ -236,6 +251,10 @@ def receive_pack(
                     conn.execute(idx.chunks.update().where(c.id == r["id"]).values(**r))
             if lease is not None:
                 renew_lease(conn, lease)
+        if not repo.store.backend.exists(obj) and path.exists():
+            # A gc deleted an identical pack's object between our put (which found it there)
+            # and our row (which it could insert only once that gc had dropped its own row).
+            repo.store.backend.put(obj, path)
         return Received(name, len(entries), len(new), size)
     finally:
         with contextlib.suppress(OSError):

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from tvc.errors import ConflictError, IntegrityError, UsageError
 from tvc.remote import history as events
-from tvc.remote.objects import object_rows, with_bases
+from tvc.remote.objects import RESEND, object_rows, with_bases
 from tvc.repo import names, paths
 from tvc.repo import schema as s
 from tvc.repo.manifest import Manifest
@@ -169,7 +169,7 @@ def _plan(
         try:
             doc = parse_version_record(repo.store.read_record(vid))
         except IntegrityError as exc:
-            raise ConflictError(f"version {vid[:12]} cannot be recorded: {exc}") from exc
+            raise ConflictError(f"version {vid[:12]} cannot be recorded: {exc}; {RESEND}") from exc
         except (ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"object {vid[:12]} is not a version record ({exc})") from exc
         if doc["model"] != model:
@@ -181,7 +181,9 @@ def _plan(
             try:
                 m = Manifest.from_canonical(repo.store.read_record(mid), mid)
             except IntegrityError as exc:
-                raise ConflictError(f"version {vid[:12]}: manifest {mid[:12]}: {exc}") from exc
+                raise ConflictError(
+                    f"version {vid[:12]}: manifest {mid[:12]}: {exc}; {RESEND}"
+                ) from exc
             entries.append((FileEntry(path, m.size, m.digest, m.format, mid), m))
             wanted.add(mid)
             if not lazy:
@@ -263,7 +265,7 @@ def record_versions(
             if gone:
                 raise ConflictError(
                     f"version {vid[:12]}: {len(gone)} of its objects are not here (e.g. "
-                    f"{sorted(gone)[0][:12]}); send them and try again"
+                    f"{sorted(gone)[0][:12]}); {RESEND}"
                 )
             insert_new(conn, s.manifests, [{"id": m.id, "body": m.encode()} for _fe, m in entries])
             hint = numbers.get(vid)

@@ -13,6 +13,7 @@ a transfer in progress.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -155,6 +156,9 @@ def _send(repo, remote: Transport, ids: list[str], t: Transfer, progress) -> Non
         remote.drop_lease(lease)
 
 
+RESEND_TRIES = 6  # a record refused because the receiver's gc swept objects meanwhile
+
+
 def push(
     repo,
     remote: Transport,
@@ -205,7 +209,6 @@ def push(
         chain = record.ancestry(repo, [head])
         have = remote.recorded(chain)
         todo = [v for v in chain if v not in have]
-        _send(repo, remote, record.objects_of(repo, todo), t, progress)
         chain_set = set(chain)
         tags = {
             r["name"]: r["id"]
@@ -213,15 +216,24 @@ def push(
             if r["kind"] == "tag" and r["id"] in chain_set and r["name"] not in rtags
         }
         numbers = {vid: info["number"] for vid, info in record.version_infos(repo, todo).items()}
-        got = remote.record(
-            model,
-            todo,
-            numbers=numbers,
-            moves=[[branch, rhead, head]],
-            tags=tags,
-            history=history.collect(repo, model),
-            force=force,
-        )
+        for attempt in range(1, RESEND_TRIES + 1):
+            try:
+                _send(repo, remote, record.objects_of(repo, todo), t, progress)
+                got = remote.record(
+                    model,
+                    todo,
+                    numbers=numbers,
+                    moves=[[branch, rhead, head]],
+                    tags=tags,
+                    history=history.collect(repo, model),
+                    force=force,
+                )
+                break
+            except ConflictError as exc:
+                # The receiver's gc swept objects it had said it holds: ask again, resend.
+                if record.RESEND not in str(exc) or attempt == RESEND_TRIES:
+                    raise
+                time.sleep(0.1 * 2**attempt)  # let the receiver's gc run finish
         t.versions += len(got["new_versions"])
         t.history = _add(t.history, got.get("history"))
         t.renumbered += _renumbered(model, numbers, got["numbers"])

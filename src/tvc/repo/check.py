@@ -67,9 +67,16 @@ def store_journal(repo: Repository) -> list[str]:
 
 def db_behind(repo: Repository, conn: sa.Connection) -> list[str]:
     """Journal events the store holds and the DB never recorded: the DB is older than the
-    store (a restored backup, or a DB that was replaced)."""
+    store (a restored backup, or a DB that was replaced).
+
+    The store is listed *before* the DB is read: an event reaches the store only after its
+    transaction committed, so a read that follows the listing knows every event listed. The
+    other order takes a writer on another replica that commits in between for a DB behind.
+    (``conn`` must not have read anything yet: its snapshot would be older than the listing.)
+    """
+    in_store = store_journal(repo)
     known = {r[0] for r in conn.execute(sa.select(s.journal.c.name))}
-    return [n for n in store_journal(repo) if n not in known]
+    return [n for n in in_store if n not in known]
 
 
 def unindexed_records(

@@ -15,6 +15,7 @@ transaction handling is turned off so that SQLAlchemy's begin is the only one.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -130,6 +131,9 @@ def _no_table(exc: sa.exc.DBAPIError) -> bool:
     return "alembic_version" in text and ("no such table" in text or undefined)
 
 
+_MIGRATING = threading.Lock()
+
+
 def migrate(engine: sa.Engine, rev: str | bool | None = False) -> None:
     """Bring the schema to ``SCHEMA_HEAD`` (a no-op when it is there already); ``rev``: the
     revision the caller just read with :func:`current_revision` (not read again)."""
@@ -148,7 +152,10 @@ def migrate(engine: sa.Engine, rev: str | bool | None = False) -> None:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
-        with engine.connect() as conn:
+        # Alembic keeps per-run state in module globals: two threads migrating at once (two
+        # registries created by one process) crashed with KeyError('script'). Within a process
+        # only; across processes the DB's own locks order the migrations.
+        with _MIGRATING, engine.connect() as conn:
             conn.execution_options(**{WRITE: True})
             with conn.begin():
                 cfg.attributes["connection"] = conn

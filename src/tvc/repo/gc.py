@@ -156,6 +156,7 @@ def _sweep(repo: Repository, report: dict[str, Any], dry_run: bool) -> None:
     now = time.time()
     with repo.meta.write() as conn:
         for i in range(0, len(dead), 500):
+            _lock_rows(conn, dead[i : i + 500])
             conn.execute(
                 chunks_t.update()
                 .where(c.id.in_(dead[i : i + 500]), c.dead_since.is_(None))
@@ -166,6 +167,7 @@ def _sweep(repo: Repository, report: dict[str, Any], dry_run: bool) -> None:
     doomed = [cid for cid in dead if cid not in live]
     with repo.meta.write() as conn:
         for i in range(0, len(doomed), 500):
+            _lock_rows(conn, doomed[i : i + 500])
             report["chunks_removed"] += conn.execute(
                 chunks_t.delete().where(c.id.in_(doomed[i : i + 500]), c.dead_since.is_not(None))
             ).rowcount
@@ -178,6 +180,14 @@ def _sweep(repo: Repository, report: dict[str, Any], dry_run: bool) -> None:
             ).rowcount
     for mid in unused:
         repo._manifest_cache.pop(mid, None)
+
+
+def _lock_rows(conn: sa.Connection, ids: list[str]) -> None:
+    """Lock chunk rows in id order (PostgreSQL; a no-op on SQLite, whose write transactions
+    are exclusive): writers claim theirs in the same order, so neither waits for the other
+    in a cycle."""
+    c = chunks_t.c
+    conn.execute(sa.select(c.id).where(c.id.in_(ids)).order_by(c.id).with_for_update()).all()
 
 
 def _uploaded_meanwhile(conn: sa.Connection) -> set[str]:
@@ -267,6 +277,15 @@ def _rewrite(repo: Repository, report: dict[str, Any], dry_run: bool) -> None:
     by_entry = {id(e): name for name, w in new_packs for e in w.entries}
     now = time.time()
     with repo.meta.write() as conn:
+        # Lock order, as every writer: pack rows, then chunk rows by id (PostgreSQL).
+        old = sorted(pk.id for pk in rewrite + empty)
+        for i in range(0, len(old), 500):
+            conn.execute(
+                sa.select(p.id).where(p.id.in_(old[i : i + 500])).order_by(p.id).with_for_update()
+            ).all()
+        ids_moved = sorted({r.id for r, _n, _e in moved})
+        for i in range(0, len(ids_moved), 500):
+            _lock_rows(conn, ids_moved[i : i + 500])
         ids: dict[str, int] = {}
         for name, w in new_packs:
             ids[name] = conn.execute(
@@ -278,9 +297,22 @@ def _rewrite(repo: Repository, report: dict[str, Any], dry_run: bool) -> None:
                 .where(c.id == r.id, c.pack_id == r.pack_id, c.offset == r.offset)
                 .values(pack_id=ids[by_entry[id(entry)]], offset=entry.offset)
             )
-        old = [pk.id for pk in rewrite + empty]
+        # Retire only packs that no row points at now. A receiver indexing an identical
+        # pack (same bytes, same name) into the existing row since the snapshot above
+        # (remote.objects.receive_pack) added rows: that pack stays. Pack rows are locked
+        # first, so such a receiver either commits before (and its rows are seen here) or
+        # finds the pack retired (and sends it again once this gc is done).
+        pointed = (
+            {r[0] for r in conn.execute(sa.select(c.pack_id).where(c.pack_id.in_(old)).distinct())}
+            if old
+            else set()
+        )
+        old = [pid for pid in old if pid not in pointed]
         for i in range(0, len(old), 500):
             conn.execute(packs_t.update().where(p.id.in_(old[i : i + 500])).values(retired=now))
+    kept = {pk.id for pk in rewrite + empty} - set(old)
+    rewrite = [pk for pk in rewrite if pk.id not in kept]
+    empty = [pk for pk in empty if pk.id not in kept]
     for pack in rewrite + empty:
         with contextlib.suppress(StorageError):
             backend.delete(pack.name)

@@ -17,7 +17,7 @@ REGISTRY_DIR = ".tvc"
 FORMAT_VERSION = 1
 # The Alembic revision the code expects (tvc/repo/migrations/versions); db.migrate brings a DB
 # there, and a cold read path only trusts a DB that is there already.
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004_tokens"
 
 
 def find_root(start: str | os.PathLike[str] | None = None) -> Path:

@@ -231,7 +231,9 @@ class Repository:
             "metadata": {"url": metadata or "sqlite:///tvc.db"},
             "store": {"url": store or "objects"},
         }
-        open_backend(config["store"]["url"], base=regdir)  # refuses an unknown scheme
+        backend = open_backend(config["store"]["url"], base=regdir)  # refuses unknown schemes
+        if hasattr(backend, "check_bucket"):
+            backend.check_bucket()  # a missing bucket or refused credentials: say so now
         url = db.normalize_url(config["metadata"]["url"], regdir)
         engine = db.create_engine(url, busy_timeout=lock_timeout())
         try:
@@ -241,6 +243,44 @@ class Repository:
         finally:
             engine.dispose()
         # config.toml last: a half-made directory is not taken for a registry.
+        durable.write_bytes(regdir / "config.toml", tomli_w.dumps(config).encode())
+        return cls(root)
+
+    @classmethod
+    def join(cls, path: str | os.PathLike[str], *, store: str, metadata: str) -> Repository:
+        """A config directory at ``path`` for a registry that exists already in the shared
+        ``metadata`` DB and ``store`` (another server replica, another host): only
+        ``config.toml`` and a local staging directory are written; nothing the replicas share
+        lives in it."""
+        root = Path(path).absolute()
+        regdir = root / REGISTRY_DIR
+        if (regdir / "config.toml").exists():
+            raise ExistsError(f"a tvc registry already exists at {regdir}")
+        backend = open_backend(store, base=regdir)
+        if hasattr(backend, "check_bucket"):
+            backend.check_bucket()
+        url = db.normalize_url(metadata, regdir)
+        if db.sqlite_path(url) is not None:
+            raise UsageError("only a shared metadata DB (postgresql://…) can be joined")
+        engine = db.create_engine(url, busy_timeout=lock_timeout())
+        try:
+            if db.current_revision(engine) is None:
+                raise NotARegistryError(
+                    f"the metadata DB {url.split('@')[-1]} holds no registry: create one with "
+                    "`tvc init --store URL --db URL` first"
+                )
+        finally:
+            engine.dispose()
+        try:
+            durable.make_dirs(regdir)
+            (regdir / "tmp").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise durable.storage_error(exc, f"cannot create {regdir}") from exc
+        config = {
+            "core": {"format": FORMAT_VERSION},
+            "metadata": {"url": metadata},
+            "store": {"url": store},
+        }
         durable.write_bytes(regdir / "config.toml", tomli_w.dumps(config).encode())
         return cls(root)
 

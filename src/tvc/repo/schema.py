@@ -154,3 +154,21 @@ journal = sa.Table(
     sa.Column("written", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_journal_written", "written"),
 )
+
+# Access tokens of a `tvc server` (:mod:`tvc.server.tokens`): here, not in a local file, so that
+# every replica of a server on one PostgreSQL sees a token created or revoked through another
+# at its next request. Only the SHA-256 of the secret is kept. ``live_name`` is the name while
+# the token is live and NULL once revoked: the unique constraint on it lets the database, not a
+# process lock, refuse two live tokens of one name created at once through two replicas.
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("live_name", sa.String(64), nullable=True, unique=True),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("models", sa.Text, nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("expires", sa.Float, nullable=True),
+    sa.Column("revoked", sa.Float, nullable=True),
+)

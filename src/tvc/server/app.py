@@ -79,7 +79,7 @@ class Server:
 
     def __init__(self, data: str | os.PathLike[str]) -> None:
         self.reg = Registry(data)
-        self.tokens = TokenStore(self.reg.dir)
+        self.tokens = TokenStore(self.reg.engine, self.reg.dir)
         self.staging = self.reg.dir / "tmp"
         self._visible: dict[tuple, set[str]] = {}
 

@@ -1,32 +1,35 @@
 """Access tokens of a ``tvc server``.
 
 A token is 32 random bytes (``tvc_…``), shown once at creation and stored only as its SHA-256
-in ``.tvc/tokens.json`` of the server's data directory, beside the token's name, scope, model
+in the registry's metadata DB (table ``tokens``), beside the token's name, scope, model
 patterns, expiry and revocation. A presented token is hashed and compared with every stored
 hash in constant time (``hmac.compare_digest``, no early exit), so neither timing nor the file
 gives a token away. Scopes nest: ``read`` < ``write`` (push, commit) < ``admin``.
 
-The file is read again whenever it changes, so ``tvc token revoke`` on the data directory takes
-effect at the next request without a restart. (Several server replicas on one PostgreSQL —
-the scale-out issue — would keep these rows in the metadata DB instead.)
+The rows are read at every request, so ``tvc token revoke`` (on the data directory, or through
+any replica) takes effect at the next request of every replica sharing the DB, without a
+restart. Nothing of it lives in a local file any more: replicas share no disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tvc.errors import AccessError, ExistsError, UnknownRefError, UsageError
-from tvc.store import durable
+import sqlalchemy as sa
+
+from tvc.errors import AccessError, ExistsError, StorageError, UnknownRefError, UsageError
+from tvc.repo.schema import tokens as T
 
 SCOPES = ("read", "write", "admin")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -69,31 +72,89 @@ def _digest(secret: str) -> str:
 
 
 class TokenStore:
-    def __init__(self, regdir: Path) -> None:
-        self.path = regdir / "tokens.json"
-        self._lock = threading.Lock()
-        self._cache: tuple[float, int, list[Token]] | None = None
+    """Tokens as rows of the registry's metadata DB (table ``tokens``), shared by every server
+    replica on that DB: a token created or revoked through one is honoured or refused by all
+    at their next request. No cache: one small query per request (about a millisecond), and a
+    revocation never waits for a cache to expire.
+
+    ``source``: the registry's engine, or its ``.tvc`` directory (the CLI on a data dir). A
+    ``tokens.json`` left there by an older tvc is imported once and renamed
+    ``tokens.json.imported``.
+    """
+
+    def __init__(self, source: Path | sa.Engine, regdir: Path | None = None) -> None:
+        self._repo = None
+        if isinstance(source, sa.Engine):
+            self.engine = source
+        else:
+            from tvc.repo.repository import Repository
+
+            regdir = Path(source)
+            self._repo = Repository(regdir.parent)
+            self.engine = self._repo.engine
+        if regdir is not None:
+            self._import_file(Path(regdir) / "tokens.json")
+
+    def close(self) -> None:
+        if self._repo is not None:
+            self._repo.close()
+
+    def _import_file(self, path: Path) -> None:
+        """The tokens of the file store of old, once (rows already here are kept)."""
+        try:
+            rows = json.loads(path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{path}: {exc}") from exc
+        try:
+            tokens = [Token(**row) for row in rows]
+        except TypeError as exc:
+            raise UsageError(f"{path}: {exc}") from exc
+        with self._write() as conn:
+            have = set(conn.execute(sa.select(T.c.hash)).scalars())
+            live = set(conn.execute(sa.select(T.c.live_name)).scalars())
+            for tok in tokens:
+                if tok.hash in have:
+                    continue
+                row = _row(tok)
+                if row["live_name"] in live:
+                    row["live_name"] = None
+                live.add(row["live_name"])
+                conn.execute(T.insert().values(**row))
+        with contextlib.suppress(OSError):
+            os.replace(path, path.with_name(path.name + ".imported"))
+
+    @contextlib.contextmanager
+    def _write(self):
+        from tvc.repo import db
+
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(**{db.WRITE: True})
+                with conn.begin():
+                    yield conn
+        except sa.exc.OperationalError as exc:
+            raise StorageError(f"cannot write the token table: {exc.orig}") from exc
 
     def load(self) -> list[Token]:
         try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return []
-        with self._lock:
-            if self._cache and self._cache[:2] == (st.st_mtime, st.st_size):
-                return self._cache[2]
-            try:
-                rows = json.loads(self.path.read_text())
-                tokens = [Token(**row) for row in rows]
-            except (OSError, ValueError, TypeError) as exc:
-                raise UsageError(f"{self.path}: {exc}") from exc
-            self._cache = (st.st_mtime, st.st_size, tokens)
-            return tokens
-
-    def _save(self, tokens: list[Token]) -> None:
-        data = json.dumps([asdict(t) for t in tokens], indent=1).encode()
-        durable.write_bytes(self.path, data)
-        self.path.chmod(0o600)
+            with self.engine.connect() as conn:
+                rows = conn.execute(sa.select(T).order_by(T.c.created, T.c.name)).all()
+        except sa.exc.OperationalError as exc:
+            raise StorageError(f"cannot read the token table: {exc.orig}") from exc
+        return [
+            Token(
+                name=r.name,
+                scope=r.scope,
+                models=json.loads(r.models),
+                created=r.created,
+                expires=r.expires,
+                revoked=r.revoked,
+                hash=r.hash,
+            )
+            for r in rows
+        ]
 
     def create(
         self, name: str, scope: str, models: list[str] = (), expires: str | None = None
@@ -103,9 +164,6 @@ class TokenStore:
             raise UsageError(f"invalid token name {name!r}")
         if scope not in SCOPES:
             raise UsageError(f"invalid scope {scope!r}: one of {', '.join(SCOPES)}")
-        tokens = self.load()
-        if any(t.name == name and t.revoked is None for t in tokens):
-            raise ExistsError(f"a token named {name!r} exists already (revoke it first)")
         secret = PREFIX + secrets.token_urlsafe(32)
         now = time.time()
         token = Token(
@@ -116,20 +174,23 @@ class TokenStore:
             expires=now + parse_duration(expires) if expires else None,
             hash=_digest(secret),
         )
-        self._save([*tokens, token])
+        try:
+            with self._write() as conn:
+                conn.execute(T.insert().values(**_row(token)))
+        except sa.exc.IntegrityError:
+            raise ExistsError(f"a token named {name!r} exists already (revoke it first)") from None
         return secret
 
     def list(self) -> list[Token]:
         return list(self.load())
 
     def revoke(self, name: str) -> None:
-        tokens = self.load()
-        live = [t for t in tokens if t.name == name and t.revoked is None]
-        if not live:
+        with self._write() as conn:
+            done = conn.execute(
+                T.update().where(T.c.live_name == name).values(revoked=time.time(), live_name=None)
+            ).rowcount
+        if not done:
             raise UnknownRefError(f"no live token named {name!r}")
-        for t in live:
-            t.revoked = time.time()
-        self._save(tokens)
 
     def authenticate(self, secret: str | None) -> Token:
         """The token ``secret`` stands for; AccessError (401) if it is missing, wrong, expired
@@ -149,3 +210,16 @@ class TokenStore:
         ):
             raise AccessError("invalid, expired or revoked token")
         return found
+
+
+def _row(token: Token) -> dict[str, Any]:
+    return {
+        "hash": token.hash,
+        "name": token.name,
+        "live_name": token.name if token.revoked is None else None,
+        "scope": token.scope,
+        "models": json.dumps(list(token.models)),
+        "created": token.created,
+        "expires": token.expires,
+        "revoked": token.revoked,
+    }

@@ -306,18 +306,20 @@ class ChunkStore:
 
         This is the writer's half of gc's protocol: gc marks unreferenced rows and later deletes
         only rows still marked; claiming clears the mark in the same transaction that records
-        the new reference, and on PostgreSQL the rows are locked (``FOR SHARE``) until it
-        commits, so gc's delete waits and then sees them unmarked.
+        the new reference, and on PostgreSQL the rows are locked (``FOR UPDATE``) until it
+        commits, so gc's delete waits and then sees them unmarked. The locks are exclusive and
+        taken in id order, as gc takes its own: shared locks upgraded by the UPDATE below
+        deadlocked two writers claiming one chunk (several replicas pushing at once).
         """
         c = index.chunks.c
-        wanted = list(dict.fromkeys(ids))
+        wanted = sorted(set(ids))
         asked, present = set(wanted), set()
         while wanted:  # the delta bases of what is claimed are claimed too
             bases: set[str] = set()
             for i in range(0, len(wanted), 500):
                 batch = wanted[i : i + 500]
                 q = sa.select(c.id, c.base).where(c.id.in_(batch), c.damaged.is_(False))
-                for cid, base in conn.execute(q.with_for_update(read=True)):
+                for cid, base in conn.execute(q.order_by(c.id).with_for_update()):
                     present.add(cid)
                     if base and base not in asked:
                         bases.add(base)
