@@ -12,6 +12,7 @@ decoded and verified on worker threads and written at their offsets.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -280,6 +281,7 @@ def _store_small(
             chunks=chunk_list,
             tensors=tensors,
             metadata=layout.metadata,
+            sha256=hashlib.sha256(data).hexdigest(),
         )
         out.append((manifest, n_new, len(chunk_list)))
     return out
@@ -308,6 +310,7 @@ def _store_file(
     own = pieces.get(st.rel, {})
     anywhere = pieces.get("", {})
     whole = hashing.hasher()
+    sha = hashlib.sha256()
     chunk_list: list[tuple[str, int]] = []
     n_new = 0
     listed = st.listed or paths.listing(st.path)[0]
@@ -347,6 +350,7 @@ def _store_file(
 
         for res in session.put_many(items()):
             whole.update(res.data)
+            sha.update(res.data)
             chunk_list.append((res.id, res.raw_len))
             n_new += res.new
             progress.advance(res.raw_len)
@@ -362,6 +366,7 @@ def _store_file(
         chunks=chunk_list,
         tensors=tensors,
         metadata=layout.metadata,
+        sha256=sha.hexdigest(),
     )
     return manifest, n_new, len(chunk_list)
 

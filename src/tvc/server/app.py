@@ -184,9 +184,9 @@ def create_app(data: str | os.PathLike[str]) -> FastAPI:
     async def _tvc_error(_request: Request, exc: errors.TvcError) -> JSONResponse:
         return error_response(exc)
 
-    from tvc.server import transfer
+    from tvc.server import hf, transfer
 
-    for area in (transfer,):
+    for area in (transfer, hf):
         area.install(app, server)
     return app
 
