@@ -53,7 +53,7 @@ from tvc.store import hashing
 
 SHA_LEN = 40
 TREE_PAGE = 1000  # entries per tree page, as the Hub
-MAX_LINE = 64 << 20  # one ndjson line of a commit (a "regular" file, base64)
+MAX_BODY = 256 << 20  # a commit's ndjson (regular files inline, base64): large files go by LFS
 LFS_MIN = 10 << 20  # the Hub's rule: files this large, or binary, go through Git LFS
 LFS_DIR = "hf-lfs"
 UPLOAD_TTL = 3600.0
@@ -170,6 +170,18 @@ class HubEndpoint:
             return Target(one, segs[1:])
         model = two if two is not None and segs[1] not in suffixes else one
         return Target(model, segs[len(model.split("/")) :])
+
+    def empty(self, model: str) -> bool:
+        """A model created (``create_repo``) that has no version yet."""
+        import sqlalchemy as sa
+
+        from tvc.repo import schema as s
+
+        with self.reg.meta.read() as conn:
+            mid = self.reg.meta.model_id(conn, model)
+            v = s.versions.c
+            q = sa.select(sa.func.count()).where(v.model_id == mid, v.deleted.is_(None))
+            return conn.execute(q).scalar_one() == 0
 
     def readable_model(self, token: Token, model: str) -> None:
         if not (token.may_read(model) and self.model_exists(model)):
@@ -566,7 +578,16 @@ def install(app: FastAPI, server: Server) -> None:
         hub.readable_model(token, t.model)
         if not t.rest or t.rest[0] != "resolve" or len(t.rest) < 3:
             raise HfError(404, None, f"no such endpoint: {request.url.path}", 2, None)
-        version, rest = hub.split_rev(t.model, t.rest[1:], 1)
+        try:
+            version, rest = hub.split_rev(t.model, t.rest[1:], 1)
+        except HfError as exc:
+            if exc.code == "RevisionNotFound" and hub.empty(t.model):
+                # A repo created but not yet committed to: every file is missing (what
+                # push_to_hub expects of a new repo's model card), not the revision.
+                raise HfError(
+                    404, "EntryNotFound", f"{t.model} has no files yet", 4, None
+                ) from None
+            raise
         fe, manifest = hub.file(version, "/".join(rest))
         span = parse_range(request.headers.get("range"), fe.size)
         start, end = span or (0, fe.size)
@@ -627,7 +648,9 @@ def install(app: FastAPI, server: Server) -> None:
             return JSONResponse(
                 {"error": "You already created this model repo", "url": url}, status_code=409
             )
-        # A tvc model comes into being with its first version: nothing to store yet.
+        # The model, without versions yet: it exists (to the clients, as an empty repo).
+        with hub.reg.meta.write() as conn:
+            hub.reg.meta.model_id(conn, model, create=True)
         return JSONResponse({"url": url, "name": model})
 
     create_repo = guarded(_create_repo)
@@ -692,12 +715,12 @@ def install(app: FastAPI, server: Server) -> None:
     async def hf_models_post(repo_path: str, request: Request) -> Response:
         """``/api/models/{repo}/preupload/{branch}`` (which files go by Git LFS) and
         ``/api/models/{repo}/commit/{branch}`` (ndjson: a new tvc version on the branch)."""
-        body = b""
+        body = bytearray()
         async for block in request.stream():
             body += block
-            if len(body) > MAX_LINE * 4:
+            if len(body) > MAX_BODY:
                 return error_response(errors.UsageError("request too large: use Git LFS"))
-        return await models_post(request, body)
+        return await models_post(request, bytes(body))
 
     @app.post("/api/validate-yaml", **write, summary="Hub: README metadata check (accepts)")
     async def hf_validate_yaml(request: Request) -> Response:
