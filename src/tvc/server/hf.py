@@ -441,6 +441,8 @@ class HubEndpoint:
                 keep.append(fe)
         keep += [fe for fe in added.values() if fe is not None]
         new_files = [p for p, fe in added.items() if fe is None]
+        if not added and not deleted_files and not deleted_dirs:
+            raise errors.UsageError("nothing to commit: the commit adds and deletes no file")
         if not new_files and not keep:
             raise errors.UsageError("a commit must leave at least one file in the version")
         message = str(header.get("summary") or "Upload with huggingface_hub")
@@ -507,7 +509,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     m = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
     bad = HfError(416, None, f"Range {header!r} not satisfiable (size {size})", 2, None)
-    if not m or (not m.group(1) and not m.group(2)):
+    if not m or (not m.group(1) and not m.group(2)) or size == 0:
         raise bad
     if not m.group(1):
         n = int(m.group(2))

@@ -151,7 +151,7 @@ def test_push_to_hub_then_from_pretrained_by_alias_as_it_moves(hub, tmp_path, ca
     reg = registry(hub)
     try:
         versions = reg.log(f"{repo}@main")
-        assert [v.message for v in versions][0] == "more steps"
+        assert versions[0].message == "more steps"
         assert len(versions) == 3  # model, tokenizer, model again
         reg.set_alias(repo, "production", "v2")  # the first model with its tokenizer
 
