@@ -27,6 +27,7 @@ as one segment, which the decoded path would split.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -57,6 +58,7 @@ MAX_BODY = 256 << 20  # a commit's ndjson (regular files inline, base64): large 
 LFS_MIN = 10 << 20  # the Hub's rule: files this large, or binary, go through Git LFS
 LFS_DIR = "hf-lfs"
 UPLOAD_TTL = 3600.0
+STALE_UPLOAD = 86400.0
 LFS_JSON = "application/vnd.git-lfs+json"
 HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 API_SUFFIXES = ("revision", "tree", "preupload", "commit")
@@ -361,6 +363,16 @@ class HubEndpoint:
                 if sha:
                     out.setdefault(sha, fe)
         return out
+
+    def drop_stale_uploads(self) -> None:
+        """LFS objects uploaded but named by no commit for a day are dropped (a client that
+        died between upload and commit; the next batch asks for them again)."""
+        cutoff = time.time() - STALE_UPLOAD
+        with contextlib.suppress(OSError), os.scandir(self.lfs_dir) as it:
+            for e in it:
+                with contextlib.suppress(OSError):
+                    if e.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(e.path)
 
     def lfs_path(self, oid: str):
         return self.lfs_dir / oid
@@ -742,6 +754,7 @@ def install(app: FastAPI, server: Server) -> None:
         names.check_model_name(model)
         if body.get("operation") != "upload":
             raise errors.UsageError("this server accepts LFS uploads only (download: /resolve)")
+        hub.drop_stale_uploads()
         known = hub.known_sha256(model)
         base = str(request.base_url).rstrip("/")
         objects = []

@@ -59,7 +59,14 @@ def test_model_info_gives_id_sha_siblings_and_blob_sizes(hub):
 
 @pytest.mark.parametrize(
     "rev,want",
-    [("production", "v1"), ("release-3", "v2"), ("exp", "v3"), ("v1", "v1"), ("main", "v2")],
+    [
+        ("production", "v1"),
+        ("release-3", "v2"),
+        ("exp", "v3"),
+        ("v1", "v1"),
+        ("main", "v2"),
+        ("main~1", "v1"),
+    ],
 )
 def test_snapshot_download_by_alias_tag_branch_and_version(hub, cache, rev, want):
     path = snapshot_download(MODEL, revision=rev, cache_dir=cache, token=hub["tokens"]["read"])
