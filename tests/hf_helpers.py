@@ -30,9 +30,8 @@ class Counter:
                 counter.requests.append((self.command, self.path))
                 n = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(n) if n else None
-                headers = {
-                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")
-                }
+                # Host kept: URLs the server builds (LFS upload links) point back here.
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
                 with httpx.Client(timeout=60) as client:
                     resp = client.request(
                         self.command, upstream + self.path, headers=headers, content=body
