@@ -60,6 +60,7 @@ LFS_DIR = "hf-lfs"
 UPLOAD_TTL = 3600.0
 STALE_UPLOAD = 86400.0
 LFS_JSON = "application/vnd.git-lfs+json"
+NO_XET = "this server does not speak Xet: upload with HF_HUB_DISABLE_XET=1 (Git LFS)"
 HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 API_SUFFIXES = ("revision", "tree", "preupload", "commit")
 
@@ -555,6 +556,8 @@ def install(app: FastAPI, server: Server) -> None:
         token = hub.auth(request, "read")
         segs = raw_segments(request, "/api/models/")
         t = hub.target(token, segs, API_SUFFIXES)
+        if t.rest and t.rest[0] in ("xet-write-token", "xet-read-token"):
+            raise HfError(501, None, NO_XET, 2, None)  # for any model: no oracle
         hub.readable_model(token, t.model)
         if not t.rest:
             return JSONResponse(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -204,3 +205,27 @@ def test_parse_range_never_crashes(header):
 
 def test_make_model_dir_helper_is_shared(tmp_path):  # the fixtures' data comes from it
     assert "layers.0.weight" in make_model_dir(tmp_path / "m", n_layers=1, width=4)
+
+
+def test_a_single_segment_model_name(hub, tmp_path, cache):
+    reg = tvc.Registry(hub["data"])
+    try:
+        make_model_dir(tmp_path / "solo", seed=5, n_layers=1, width=8)
+        want = (tmp_path / "solo" / "config.json").read_bytes()
+        reg.commit("solo", [tmp_path / "solo"], "solo", detect_code=False)
+    finally:
+        reg.close()
+    from huggingface_hub import HfApi, hf_hub_download
+
+    tok = hub["tokens"]["read"]
+    assert HfApi(endpoint=hub["url"], token=tok).model_info("solo").id == "solo"
+    got = hf_hub_download("solo", "config.json", cache_dir=cache, token=tok)
+    assert Path(got).read_bytes() == want
+
+
+def test_xet_is_refused_in_words_for_any_model(hub):
+    h = bearer(hub["tokens"]["read"])
+    for repo in ("acme/tiny", "secret/model", "no/such"):
+        resp = httpx.get(f"{hub['url']}/api/models/{repo}/xet-write-token/main", headers=h)
+        assert resp.status_code == 501
+        assert "HF_HUB_DISABLE_XET=1" in resp.headers["x-error-message"]
