@@ -91,7 +91,8 @@ def etag_of(manifest: Manifest) -> str:
 def error_response(exc: errors.TvcError) -> Response:
     """A TvcError as the Hub answers it: status, ``X-Error-Code``, ``X-Error-Message``; the body
     also carries tvc's own ``error`` and ``exit_code`` (as every tvc endpoint does)."""
-    headers: dict[str, str] = {"X-Error-Message": exc.message.splitlines()[0][:500]}
+    first = (exc.message.splitlines() or [""])[0][:500]  # a header: one line, ASCII
+    headers = {"X-Error-Message": first.encode("ascii", "backslashreplace").decode()}
     if isinstance(exc, HfError):
         status, code = exc.status, exc.code
         if exc.commit:

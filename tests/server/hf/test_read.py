@@ -17,8 +17,8 @@ from hf_helpers import MODEL, PRIVATE, Counter
 hf = pytest.importorskip("huggingface_hub")
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download  # noqa: E402
 from huggingface_hub.errors import (  # noqa: E402
-    EntryNotFoundError,
     HfHubHTTPError,
+    RemoteEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
@@ -113,7 +113,7 @@ def test_tree_listing_recursive_and_subfolder(hub):
     assert top == {"config.json", "model.safetensors", "sub", "dir with space"}
     sub = [e.path for e in api.list_repo_tree(MODEL, path_in_repo="sub", revision="v1")]
     assert sub == ["sub/notes.txt"]
-    with pytest.raises(EntryNotFoundError):
+    with pytest.raises(RemoteEntryNotFoundError):
         list(api.list_repo_tree(MODEL, path_in_repo="nothing-here", revision="v1"))
 
 
@@ -167,7 +167,9 @@ def test_errors_are_the_clients_own_exceptions(hub, cache):
         api.model_info(MODEL, revision="no-such-branch")
     with pytest.raises(RevisionNotFoundError):
         hf_hub_download(MODEL, "config.json", revision="nope", cache_dir=cache, token=tok)
-    with pytest.raises(EntryNotFoundError):
+    with pytest.raises(RemoteEntryNotFoundError):
+        hf_hub_download(MODEL, "ünïcode → absent", revision="v1", cache_dir=cache, token=tok)
+    with pytest.raises(RemoteEntryNotFoundError):
         hf_hub_download(MODEL, "absent.bin", revision="v1", cache_dir=cache, token=tok)
     # The miss is cached as missing (X-Repo-Commit came with it).
     no_exist = Path(cache) / "models--acme--tiny" / ".no_exist" / hub["shas"]["v1"] / "absent.bin"
