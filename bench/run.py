@@ -1500,6 +1500,7 @@ def main() -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
     (WORK / f"results-{stamp}{'-quick' if args.quick else ''}.json").write_text(blob)
     print(text)
+    subprocess.run([sys.executable, str(HERE / "hf_bench.py")], check=False)  # HF endpoint
     log(f"\nresults: {RESULTS} ({res['seconds']:.0f} s)")
 
 

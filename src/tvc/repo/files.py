@@ -12,9 +12,12 @@ decoded and verified on worker threads and written at their offsets.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import queue
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,6 +283,7 @@ def _store_small(
             chunks=chunk_list,
             tensors=tensors,
             metadata=layout.metadata,
+            sha256=hashlib.sha256(data).hexdigest(),
         )
         out.append((manifest, n_new, len(chunk_list)))
     return out
@@ -345,11 +349,16 @@ def _store_file(
                     base = own.get(key) or anywhere.get(key)
                 yield PutItem(reader(sp.offset, sp.length), sp.dtype, sp.itemsize, base)
 
-        for res in session.put_many(items()):
-            whole.update(res.data)
-            chunk_list.append((res.id, res.raw_len))
-            n_new += res.new
-            progress.advance(res.raw_len)
+        sha = _Sha256Behind()
+        try:
+            for res in session.put_many(items()):
+                whole.update(res.data)
+                sha.update(res.data)
+                chunk_list.append((res.id, res.raw_len))
+                n_new += res.new
+                progress.advance(res.raw_len)
+        finally:
+            sha256 = sha.hexdigest()  # the thread ends either way
         # Rewritten in place while read (same size): stored torn unless caught here.
         paths.unchanged(listed, now, os.fstat(f.fileno()))
     tensors = [
@@ -362,8 +371,36 @@ def _store_file(
         chunks=chunk_list,
         tensors=tensors,
         metadata=layout.metadata,
+        sha256=sha256,
     )
     return manifest, n_new, len(chunk_list)
+
+
+class _Sha256Behind:
+    """The SHA-256 of a file's blocks, in order, on a thread of its own: hashlib releases the
+    GIL, so the commit's loop (BLAKE3, handing chunks to the encoders) does not wait for it.
+    At most ``DEPTH`` blocks wait, so memory stays bounded."""
+
+    DEPTH = 8
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self._q: queue.Queue[bytes | memoryview | None] = queue.Queue(self.DEPTH)
+        self._t = threading.Thread(target=self._run, name="tvc-sha256", daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while (block := self._q.get()) is not None:
+            self._h.update(block)
+
+    def update(self, block: bytes | memoryview) -> None:
+        self._q.put(block)
+
+    def hexdigest(self) -> str:
+        if self._t.is_alive():
+            self._q.put(None)
+            self._t.join()
+        return self._h.hexdigest()
 
 
 def write_file(

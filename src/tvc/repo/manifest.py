@@ -38,6 +38,10 @@ class Manifest:
     chunks: list[tuple[str, int]]  # (chunk id, length), tiling the file in order
     tensors: list[TensorEntry] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    # SHA-256 of the whole file, recorded at commit: the Hugging Face clients take a 64-hex ETag
+    # for it and verify files against it, and hashing a large file per request is too slow for
+    # their 10 s HEAD timeout. None in manifests made before it was recorded.
+    sha256: str | None = None
     _starts: list[int] | None = field(default=None, repr=False, compare=False)
     _canonical: bytes | None = field(default=None, repr=False, compare=False)
 
@@ -59,6 +63,8 @@ class Manifest:
             "tensors": [[t.name, t.dtype, list(t.shape), t.offset, t.length] for t in self.tensors],
             "metadata": self.metadata,
         }
+        if self.sha256 is not None:  # absent, not null: older manifests keep their ids
+            doc["sha256"] = self.sha256
         return canonical_json(doc)
 
     @property
@@ -90,6 +96,7 @@ class Manifest:
                 chunks=[(c, n) for c, n in doc["chunks"]],
                 tensors=[TensorEntry(n, d, tuple(s), o, ln) for n, d, s, o, ln in doc["tensors"]],
                 metadata=doc.get("metadata", {}),
+                sha256=doc.get("sha256"),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise IntegrityError(f"manifest {name}: malformed ({exc})") from exc

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -401,6 +401,7 @@ class Repository:
         parse: bool = True,
         allow_unsafe_pickle: bool = False,
         progress: Progress | None = None,
+        keep: Iterable[FileEntry] = (),
     ) -> CommitResult:
         """Record ``paths_`` as a new version of ``model`` on ``branch``.
 
@@ -421,7 +422,11 @@ class Repository:
             names.check_ref_name(t, "tag")
         progress = progress or NoProgress()
         author = author or default_author()
-        staged = stage(paths_, parse=parse, allow_unsafe_pickle=allow_unsafe_pickle)
+        kept = list(keep)
+        given = [] if kept and not paths.as_list(paths_) else paths_
+        staged = stage(given, parse=parse, allow_unsafe_pickle=allow_unsafe_pickle) if given else []
+        new_paths = {st.rel for st in staged}
+        kept = [fe for fe in kept if fe.path not in new_paths]
 
         with self.meta.read() as conn:
             mid = conn.execute(
@@ -462,6 +467,7 @@ class Repository:
         try:
             pieces = delta_pieces(delta_sources, self.manifest)
             entries, new_chunks, total_chunks = store_files(staged, pieces, session, progress)
+            entries = _with_kept(entries, kept, self.manifest)
             for _attempt in range(COMMIT_ATTEMPTS):
                 parents = [parent] if parent else []
                 parents += [p for p in merge_parents if p not in parents]
@@ -499,6 +505,7 @@ class Repository:
                     entries, new_chunks, total_chunks = store_files(
                         staged, pieces, session, NoProgress()
                     )
+                    entries = _with_kept(entries, kept, self.manifest)
             else:
                 raise ConflictError(
                     f"{model}@{branch}: the commit could not be recorded after "
@@ -870,6 +877,18 @@ class Repository:
         from tvc.repo.rebuild import rebuild
 
         return rebuild(cls(path, _rebuild=True), progress or NoProgress())
+
+
+def _with_kept(
+    entries: list[tuple[FileEntry, Manifest]],
+    kept: list[FileEntry],
+    manifest: Callable[[str], Manifest],
+) -> list[tuple[FileEntry, Manifest]]:
+    """The stored entries and the kept ones, sorted by path as a commit lists its files."""
+    if not kept:
+        return entries
+    both = entries + [(fe, manifest(fe.manifest_id)) for fe in kept]
+    return sorted(both, key=lambda e: e[0].path)
 
 
 def _savings(logical: int, ids, sizes: dict[str, tuple[int, int, int]]) -> dict[str, Any]:

@@ -184,9 +184,9 @@ def create_app(data: str | os.PathLike[str]) -> FastAPI:
     async def _tvc_error(_request: Request, exc: errors.TvcError) -> JSONResponse:
         return error_response(exc)
 
-    from tvc.server import registry_api, transfer
+    from tvc.server import hf, registry_api, transfer
 
-    for area in (transfer, registry_api):
+    for area in (transfer, registry_api, hf):
         area.install(app, server)
     return app
 
