@@ -135,7 +135,7 @@ def running_serve(args: list[str], cwd: Path, cache: Path, env: dict | None = No
     """``(url, process)`` of ``tvc serve ARGS`` once it is ready; SIGTERMed (then killed) after."""
     port = free_port()
     cmd = [sys.executable, "-m", "tvc", "serve", *args, "--port", str(port), "--cache", str(cache)]
-    log = cwd / f"serve-{port}.log"
+    log = cache.parent / f"serve-{port}.log"
     with log.open("wb") as logf:
         proc = subprocess.Popen(
             cmd,
