@@ -30,7 +30,7 @@ def served(tmp_path_factory):
     reg.alias("clf", "production", "v1")
     est = sio.load(base / "m1" / "model.skops")
     cache = base / "cache"
-    with running_serve(["clf@production"], reg.root, cache) as (url, proc):
+    with running_serve(["clf@production"], reg.root, cache) as (url, _proc):
         yield url, est, reg, cache
     reg.close()
 
