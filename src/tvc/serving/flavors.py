@@ -250,7 +250,10 @@ def _scan(f: Path) -> list[str]:
     with f.open("rb") as fh:
         findings, _legacy = find_pickles(f.name, fh, f.stat().st_size, f.suffix)
     if findings.problems:
-        raise ModelLoadError(f"{f.name}: cannot be scanned: {findings.problems[0]}")
+        raise ModelLoadError(
+            f"{f.name}: cannot be scanned to the end ({findings.problems[0]}), so it is not "
+            "loaded (joblib writes arrays between pickle opcodes); save it with skops or pickle"
+        )
     return findings.unsafe
 
 
