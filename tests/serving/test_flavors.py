@@ -75,7 +75,7 @@ def test_a_plain_torch_pickle_is_refused(tmp_path):
     d = tmp_path / "m"
     d.mkdir()
     torch.save(tiny_torch(), d / "model.pt")
-    with pytest.raises(ModelLoadError, match="not TorchScript or torch.export"):
+    with pytest.raises(ModelLoadError, match=r"not TorchScript or torch\.export"):
         flavors.load(d, "torch")
 
 
