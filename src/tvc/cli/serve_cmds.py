@@ -44,6 +44,9 @@ def serve(
     name: str = typer.Option(None, "--name", help="Model name in the OIP paths (default MODEL)."),
     poll: float = typer.Option(0.25, "--poll", help="Seconds between looks at the alias."),
     cache: str = typer.Option(None, "--cache", help="Checkout cache (default ~/.cache/tvc/serve)."),
+    seed: list[str] = typer.Option(
+        None, "--seed", help="Read-only checkout caches to look in first (KServe: /mnt/models)."
+    ),
     max_request_bytes: int = typer.Option(
         64 << 20, "--max-request-bytes", help="Larger requests are refused unread (413)."
     ),
@@ -70,7 +73,10 @@ def serve(
         return
     if port < 0 or port > 65535:
         raise UsageError(f"--port {port}: not a port")
-    service, source = _service(target, cache_dir, token, split, name, flavor, trust_pickle, poll)
+    seeds = tuple(Path(s) for s in seed or ())
+    service, source = _service(
+        target, cache_dir, seeds, token, split, name, flavor, trust_pickle, poll
+    )
     if ray:
         from tvc.serving.ray_backend import run_ray
 
@@ -85,7 +91,7 @@ def serve(
         source.close()
 
 
-def _service(target, cache_dir, token, split, name, flavor, trust_pickle, poll):
+def _service(target, cache_dir, seeds, token, split, name, flavor, trust_pickle, poll):
     from tvc.remote.transport import is_url
     from tvc.repo import names
     from tvc.serving.service import Service, parse_split
@@ -97,11 +103,11 @@ def _service(target, cache_dir, token, split, name, flavor, trust_pickle, poll):
             from tvc.serving.source import split_url
 
             token = token_for(split_url(target)[0])
-        source, model, ref = open_source(target, cache_dir, token)
+        source, model, ref = open_source(target, cache_dir, token, seeds)
     else:
         model, _, ref = target.partition("@")
         names.check_model_name(model)
-        source = LocalSource(common.open_registry(), model, cache_dir)
+        source = LocalSource(common.open_registry(), model, cache_dir, seeds)
         ref = ref or "main"
     if split:
         if "@" in target:

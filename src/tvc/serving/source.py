@@ -54,9 +54,12 @@ class LocalSource:
 
     kind = "local"
 
-    def __init__(self, reg: ModelRegistry, model: str, cache: Path) -> None:
+    def __init__(
+        self, reg: ModelRegistry, model: str, cache: Path, seeds: tuple[Path, ...] = ()
+    ) -> None:
         names.check_model_name(model)
         self.reg, self.model, self.cache = reg, model, Path(cache)
+        self.seeds = tuple(Path(p) for p in seeds)  # read-only caches (KServe's /mnt/models)
         self._fixed: dict[str, Target] = {}
         self._lock = threading.Lock()  # one checkout at a time into the cache
         self.where = str(reg.root) if hasattr(reg, "root") else str(reg.dir.parent)
@@ -89,6 +92,9 @@ class LocalSource:
         return t
 
     def materialize(self, target: Target) -> Path:
+        for seed in self.seeds:
+            if (seed / target.vid / COMPLETE).exists():
+                return seed / target.vid
         dest = self.cache / target.vid
         if (dest / COMPLETE).exists():
             return dest
@@ -117,7 +123,9 @@ class RemoteSource(LocalSource):
 
     kind = "server"
 
-    def __init__(self, url: str, model: str, cache: Path, token: str | None) -> None:
+    def __init__(
+        self, url: str, model: str, cache: Path, token: str | None, seeds: tuple[Path, ...] = ()
+    ) -> None:
         import httpx
 
         from tvc.api import Registry
@@ -126,7 +134,7 @@ class RemoteSource(LocalSource):
         key = hashlib.blake2b(f"{url} {model}".encode(), digest_size=8).hexdigest()
         clone_dir = Path(cache) / "registries" / key
         Registry.clone(url, clone_dir, models=[model], token=token, lazy=True)
-        super().__init__(Registry(clone_dir), model, cache)
+        super().__init__(Registry(clone_dir), model, cache, seeds)
         self.where = f"{url}/{model}"
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=url, headers=headers, timeout=10.0)
@@ -161,7 +169,9 @@ class RemoteSource(LocalSource):
         super().close()
 
 
-def open_source(spec: str, cache: Path, token: str | None = None) -> tuple[Any, str, str]:
+def open_source(
+    spec: str, cache: Path, token: str | None = None, seeds: tuple[Path, ...] = ()
+) -> tuple[Any, str, str]:
     """(source, model, ref) for ``MODEL[@REF]`` in the registry found as the CLI finds it, or
     ``http(s)://HOST/MODEL@REF`` on a server."""
     from tvc.remote.transport import is_url
@@ -170,7 +180,7 @@ def open_source(spec: str, cache: Path, token: str | None = None) -> tuple[Any, 
         url, tail = split_url(spec)
         model, _, ref = tail.partition("@")
         try:
-            return RemoteSource(url, model, cache, token), model, ref or "main"
+            return RemoteSource(url, model, cache, token, seeds), model, ref or "main"
         except TvcError:
             raise
     raise UsageError("open_source: a local registry is opened by the caller")
