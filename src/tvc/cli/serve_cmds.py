@@ -74,14 +74,17 @@ def serve(
     if port < 0 or port > 65535:
         raise UsageError(f"--port {port}: not a port")
     seeds = tuple(Path(s) for s in seed or ())
+    if ray:
+        spec = _ray_spec(
+            target, cache_dir, token, split, name, flavor, trust_pickle, poll, max_request_bytes
+        )
+        from tvc.serving.ray_backend import run_ray
+
+        run_ray(spec, host=host, port=port, replicas=replicas)
+        return
     service, source = _service(
         target, cache_dir, seeds, token, split, name, flavor, trust_pickle, poll
     )
-    if ray:
-        from tvc.serving.ray_backend import run_ray
-
-        run_ray(service, host=host, port=port, replicas=replicas, max_bytes=max_request_bytes)
-        return
     _log_to_stderr()
     try:
         service.start()
@@ -119,6 +122,36 @@ def _service(target, cache_dir, seeds, token, split, name, flavor, trust_pickle,
         source, model, refs, name=name, flavor=flavor, trust_pickle=trust_pickle, poll=poll
     )
     return service, source
+
+
+def _ray_spec(target, cache_dir, token, split, name, flavor, trust_pickle, poll, max_bytes) -> dict:
+    """The spec each Ray replica builds its service from (checked here first: a bad ref or
+    model fails now, not inside the cluster)."""
+    service, source = _service(
+        target, cache_dir, (), token, split, name, flavor, trust_pickle, poll
+    )
+    try:
+        for slot in service.slots:
+            source.target(slot.ref)
+    finally:
+        source.close()
+    from tvc.remote.transport import is_url
+
+    spec = dict(
+        model=service.model,
+        refs=[(s.ref, s.weight) for s in service.slots],
+        name=service.name,
+        flavor=flavor,
+        trust_pickle=trust_pickle,
+        poll=poll,
+        cache=str(cache_dir.absolute()),
+        max_bytes=max_bytes,
+    )
+    if is_url(target):
+        spec.update(url=target, token=getattr(source, "token", None))
+    else:
+        spec.update(registry=str(source.reg.root))
+    return spec
 
 
 def _log_to_stderr() -> None:
