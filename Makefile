@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 # torch: exactly the CPU build that lies on this machine's disk (anything else pulls GBs of CUDA).
 TORCH  := torch==2.13.0
 
-.PHONY: demo test lint fmt bench clean fuse demo-cluster
+.PHONY: demo test lint fmt bench bench-serve clean fuse demo-cluster
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,9 @@ fmt: $(VENV)/.test-deps
 bench: $(VENV)/.test-deps
 	bash bench/setup.sh
 	$(PY) bench/run.py
+
+bench-serve: $(VENV)/.test-deps
+	$(PY) bench/serve_bench.py
 
 clean:
 	rm -rf $(VENV) demo-out bench/.work

@@ -23,6 +23,7 @@ ORDER = [
     "remote",
     "api",
     "server",
+    "serving",  # beside remote/server: nothing but cli imports it
     "cli",
 ]
 

@@ -102,3 +102,15 @@ class AccessError(TvcError):
     small for what was asked (the message says which)."""
 
     exit_code = 12
+
+
+class InferenceInputError(UsageError):
+    """An inference request that does not fit the model served: a malformed body, an unknown
+    input, a datatype or shape the model does not take (HTTP 400, the OIP error body)."""
+
+
+class ModelLoadError(TvcError):
+    """A committed model cannot be served: no flavor fits its files, a file refused (an
+    unscanned pickle, untrusted types), or its runtime failed to load or warm it."""
+
+    exit_code = 13

@@ -18,6 +18,7 @@ from tvc.cli import (
     refs,
     registry_cmds,
     remote_cmds,
+    serve_cmds,
     snapshot,
 )
 from tvc.errors import ExistsError, PathError, StorageError, TvcError, UsageError
@@ -62,6 +63,7 @@ def _global(
 
 for module in (snapshot, inspect, refs, maintenance, analysis, registry_cmds, remote_cmds):
     module.register(app)
+serve_cmds.register(app)
 
 
 _command: click.Command | None = None
