@@ -19,6 +19,7 @@ from tvc.cli import (
     registry_cmds,
     remote_cmds,
     snapshot,
+    ui_cmds,
 )
 from tvc.errors import ExistsError, PathError, StorageError, TvcError, UsageError
 
@@ -61,6 +62,7 @@ def _global(
 
 for module in (snapshot, inspect, refs, maintenance, analysis, registry_cmds, remote_cmds):
     module.register(app)
+ui_cmds.register(app)  # tvc ui
 
 
 _command: click.Command | None = None

@@ -21,6 +21,7 @@ Vocabulary
 
 from __future__ import annotations
 
+import contextvars
 import getpass
 import json
 import os
@@ -44,7 +45,25 @@ JOURNAL_PREFIX = "journal/"
 ANY = object()  # move_ref without a compare-and-swap condition
 
 
+# Who a server (or the UI) acts for, set per request: the registry's alias, lifecycle and metric
+# functions record default_author(), and a process-wide variable would mix up concurrent users.
+_ACTING_AS: contextvars.ContextVar[str | None] = contextvars.ContextVar("tvc_actor", default=None)
+
+
+@contextmanager
+def acting_as(name: str) -> Iterator[None]:
+    """Record what the registry does inside this block as ``name`` (this thread/task only)."""
+    token = _ACTING_AS.set(name)
+    try:
+        yield
+    finally:
+        _ACTING_AS.reset(token)
+
+
 def default_author() -> str:
+    acting = _ACTING_AS.get()
+    if acting:
+        return acting
     env = os.environ.get("TVC_AUTHOR")
     if env:
         return env
