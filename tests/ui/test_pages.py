@@ -140,7 +140,9 @@ def test_compare_page_matches_diff_and_blame(tab, local_ui, finetuned):
         assert cells[6].startswith(blame[name]["version"]["ref"])
         shown.append(t["rel_l2"])
     assert shown == sorted(shown, reverse=True)  # sorted by change
-    assert tab.page.locator("#layers tbody tr").count() == len({t["name"].rsplit(".", 1)[0] for t in changed})
+    assert tab.page.locator("#layers tbody tr").count() == len(
+        {t["name"].rsplit(".", 1)[0] for t in changed}
+    )
     for m in diff["metrics"]:
         assert value(m["b"]) in tab.page.locator("#cmp-metrics").inner_text()
 

@@ -105,6 +105,7 @@ def version_graph(rows: list[tuple[str, tuple[str, ...]]]) -> tuple[Markup, int]
             edges.append((i, lane, p))
         while lanes and lanes[-1] is None:
             lanes.pop()
+    first = [ps[0] if ps else None for _v, ps in rows]
     width = max(1, max((lane for _i, lane in place.values()), default=0) + 1)
     width = max(width, 1)
     n = len(rows)
@@ -125,7 +126,9 @@ def version_graph(rows: list[tuple[str, tuple[str, ...]]]) -> tuple[Markup, int]
             lane_x, plane_x = cx(lane), cx(plane)
             if lane == plane:
                 d = f"M{lane_x},{cy(row)} L{plane_x},{cy(prow)}"
-            else:  # bend into the parent's lane just above it
+            elif p != first[row]:  # a merge's other parent: over to its lane at once, then down
+                d = f"M{lane_x},{cy(row)} L{plane_x},{cy(row) + ROW / 2} L{plane_x},{cy(prow)}"
+            else:  # a branch: down its own lane, into the parent's just above it
                 mid = cy(prow) - ROW / 2
                 d = f"M{lane_x},{cy(row)} L{lane_x},{mid} L{plane_x},{cy(prow)}"
         else:  # the parent is on a later page
@@ -163,6 +166,7 @@ def lineage_graph(graph: dict[str, Any], href: Callable[[dict[str, Any]], str | 
     w = 24 + len(columns) * (bw + gx) - gx
     h = 24 + max(len(k) for k in columns.values()) * (bh + gy) - gy
     parts = [f'<svg class="lineage" width="{w}" height="{h}" viewBox="0 0 {w} {h}">']
+    labelled: set[tuple[str, str]] = set()
     for e in graph["edges"]:
         if e["from"] not in pos or e["to"] not in pos:
             continue
@@ -176,10 +180,13 @@ def lineage_graph(graph: dict[str, Any], href: Callable[[dict[str, Any]], str | 
             mx = (sx + tx) / 2
             d = f"M{sx},{sy} C{mx},{sy} {mx},{ty} {tx},{ty}"
         label = e["kind"] + (f" {e['name']}" if e.get("name") and e["kind"] != "parent" else "")
-        parts.append(
-            f'<path class="edge" d="{d}"/><text class="elabel" x="{_num((sx + tx) / 2)}" '
-            f'y="{_num((sy + ty) / 2 - 4)}" text-anchor="middle">{escape(label)}</text>'
-        )
+        parts.append(f'<path class="edge" d="{d}"/>')
+        if (e["to"], label) not in labelled and x2 > x1:  # once per input, at its end
+            labelled.add((e["to"], label))
+            parts.append(
+                f'<text class="elabel" x="{_num(tx - 5)}" y="{_num(ty - 5)}" '
+                f'text-anchor="end">{escape(label)}</text>'
+            )
     for key, (x, y) in pos.items():
         n = nodes[key]
         if n["kind"] == "version":
