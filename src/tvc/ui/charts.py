@@ -13,6 +13,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+MAX_LINKED = 400  # points of a metric chart drawn as links (every k-th beyond that)
 ROW = 30  # px per row of the version table (the graph column lines up with it)
 LANE = 14
 
@@ -25,7 +26,8 @@ def metric_chart(
     name: str, points: list[tuple[int, str, float]], href: Callable[[int], str]
 ) -> Markup:
     """One metric across versions: a line through ``(number, id, value)`` points, each point a
-    link to its version with the value in its tooltip."""
+    link to its version with the value in its tooltip (up to ``MAX_LINKED`` of them: on a
+    model of thousands of versions every k-th, the line still through all)."""
     w, h, left, right, top, bottom = 640, 180, 56, 12, 12, 26
     if not points:
         return Markup("")
@@ -64,7 +66,9 @@ def metric_chart(
     line = " ".join(f"{_num(px(x))},{_num(py(y))}" for x, _i, y in points)
     parts.append(f'<polyline class="series" points="{line}"/>')
     r = 3.5 if len(points) <= 200 else 2
-    for x, _vid, y in points:
+    step = math.ceil(len(points) / MAX_LINKED)  # beyond that, points closer than a pixel
+    linked = points[::step] + ([points[-1]] if (len(points) - 1) % step else [])
+    for x, _vid, y in linked:
         parts.append(
             f'<a href="{escape(href(x))}"><circle class="point" cx="{_num(px(x))}" '
             f'cy="{_num(py(y))}" r="{r}"><title>v{x}: {escape(name)} = {escape(f"{y:.6g}")}'
