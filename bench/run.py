@@ -1250,7 +1250,29 @@ def report(res: dict[str, Any]) -> str:
     out.append(search_report(res["search"]))
     out += ["", "### alias set and rollback while another model's multi-GB commit runs", ""]
     out.append(locks_report(res.get("locks", {"skipped": "not run"})))
+    out += ["", "## Web UI render times (issue 17, bench/ui_bench.py)", ""]
+    out.append(ui_report(res.get("ui", {"skipped": "not run"})))
     return "\n".join(out)
+
+
+def bench_ui(tools: list[str]) -> dict[str, Any]:
+    """The web UI's 5,000-version model page and 2,000-tensor version page
+    (``bench/ui_bench.py``)."""
+    if "tvc" not in tools:
+        return {"skipped": "tvc not selected"}
+    try:
+        import ui_bench
+
+        log("\n== web UI pages (bench/ui_bench.py)")
+        return ui_bench.bench_ui()
+    except Exception as e:  # another issue's code: report it, keep the rest of the run
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def ui_report(res: dict[str, Any]) -> str:
+    import ui_bench
+
+    return ui_bench.report(res)
 
 
 def bench_locks(items: list[corpus.Item], tools: list[str]) -> dict[str, Any]:
@@ -1453,6 +1475,7 @@ def main() -> None:
     res["single"] = [] if args.no_single else bench_single(items, max(args.runs, 3), tools)
     res["search"] = bench_search(tools)
     res["locks"] = bench_locks(items, tools)
+    res["ui"] = bench_ui(tools)
     res["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     res["seconds"] = round(time.perf_counter() - t0, 1)
     res["targets"] = targets(res)

@@ -166,26 +166,41 @@ def measure(data: Path, runs: int) -> list[dict]:
     return out
 
 
+def bench_ui(versions: int = 5000, tensors: int = 2000, runs: int = 7) -> dict:
+    """``{"runs", "load", "pages": [{page, path, median_s, sql, bytes}]}`` (bench/run.py)."""
+    with tempfile.TemporaryDirectory(prefix="tvc-ui-bench-") as tmp:
+        t = time.perf_counter()
+        data = build(Path(tmp), versions, tensors)
+        print(f"registry built in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+        rows = measure(data, runs)
+    return {"runs": runs, "load": round(os.getloadavg()[0], 1), "pages": rows}
+
+
+def report(res: dict) -> str:
+    if "pages" not in res:
+        return f"(not run: {res})"
+    lines = [
+        f"Median of {res['runs']} renders, load average {res['load']}.",
+        "",
+        "| page | median | SQL statements | HTML |",
+        "|---|---|---|---|",
+    ]
+    for r in res["pages"]:
+        lines.append(
+            f"| {r['page']} | {r['median_s'] * 1000:.0f} ms | {r['sql']} | "
+            f"{r['bytes'] / 1000:.0f} KB |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--versions", type=int, default=5000)
     ap.add_argument("--tensors", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=7)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="tvc-ui-bench-") as tmp:
-        t = time.perf_counter()
-        data = build(Path(tmp), args.versions, args.tensors)
-        print(f"registry built in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-        rows = measure(data, args.runs)
-    load = os.getloadavg()[0]
-    print(f"\n## Web UI render times (median of {args.runs}, load average {load:.1f})\n")
-    print("| page | median | SQL statements | HTML |")
-    print("|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['page']} | {r['median_s'] * 1000:.0f} ms | {r['sql']} | "
-            f"{r['bytes'] / 1000:.0f} KB |"
-        )
+    print("\n## Web UI render times\n")
+    print(report(bench_ui(args.versions, args.tensors, args.runs)))
 
 
 if __name__ == "__main__":
