@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 # torch: exactly the CPU build that lies on this machine's disk (anything else pulls GBs of CUDA).
 TORCH  := torch==2.13.0
 
-.PHONY: demo test lint fmt bench bench-serve clean fuse demo-cluster
+.PHONY: demo test lint fmt bench bench-serve clean fuse chromium demo-cluster
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,14 @@ fuse:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 >/dev/null; } || \
 	    echo "make: could not install fuse3 (fusermount3, libfuse3); tests/powerloss will fail" >&2
 
-test: lint fuse
+# tests/ui drive a real browser: Debian's chromium (Playwright is told its path; it never
+# downloads a browser of its own).
+chromium:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	    echo "make: could not install chromium; tests/ui will be skipped" >&2
+
+test: lint fuse chromium
 	$(PY) -m pytest -n 2 -q -p no:cacheprovider
 
 fmt: $(VENV)/.test-deps

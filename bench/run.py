@@ -1256,6 +1256,8 @@ def report(res: dict[str, Any]) -> str:
     out.append(locks_report(res.get("locks", {"skipped": "not run"})))
     out += ["", "## Remotes: push, pull, clone (issue 13)", ""]
     out += remote_report(res.get("remote", {"skipped": "not run"}))
+    out += ["", "## Web UI render times (issue 17, bench/ui_bench.py)", ""]
+    out.append(ui_report(res.get("ui", {"skipped": "not run"})))
     return "\n".join(out)
 
 
@@ -1275,6 +1277,26 @@ def remote_report(rr: dict[str, Any]) -> list[str]:
     if "skipped" in rr or "error" in rr:
         return [rr.get("skipped") or f"ERROR: {rr['error']}"]
     return remote_bench.report(rr)
+
+
+def bench_ui(tools: list[str]) -> dict[str, Any]:
+    """The web UI's 5,000-version model page and 2,000-tensor version page
+    (``bench/ui_bench.py``)."""
+    if "tvc" not in tools:
+        return {"skipped": "tvc not selected"}
+    try:
+        import ui_bench
+
+        log("\n== web UI pages (bench/ui_bench.py)")
+        return ui_bench.bench_ui()
+    except Exception as e:  # another issue's code: report it, keep the rest of the run
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def ui_report(res: dict[str, Any]) -> str:
+    import ui_bench
+
+    return ui_bench.report(res)
 
 
 def bench_locks(items: list[corpus.Item], tools: list[str]) -> dict[str, Any]:
@@ -1490,6 +1512,7 @@ def main() -> None:
     if remote_mb is None:
         remote_mb = 200 if args.quick else 1000
     res["remote"] = bench_remote(remote_mb, args.remote_runs, tools)
+    res["ui"] = bench_ui(tools)
     res["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     res["seconds"] = round(time.perf_counter() - t0, 1)
     res["targets"] = targets(res)

@@ -22,6 +22,7 @@ ORDER = [
     "analysis",
     "remote",
     "api",
+    "ui",  # the web UI; tvc server installs it (ui knows the server only by duck typing)
     "server",
     "serving",  # beside remote/server: nothing but cli imports it
     "cli",

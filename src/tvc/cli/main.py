@@ -20,6 +20,7 @@ from tvc.cli import (
     remote_cmds,
     serve_cmds,
     snapshot,
+    ui_cmds,
 )
 from tvc.errors import ExistsError, PathError, StorageError, TvcError, UsageError
 
@@ -64,6 +65,7 @@ def _global(
 for module in (snapshot, inspect, refs, maintenance, analysis, registry_cmds, remote_cmds):
     module.register(app)
 serve_cmds.register(app)
+ui_cmds.register(app)  # tvc ui
 
 
 _command: click.Command | None = None

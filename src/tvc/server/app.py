@@ -184,9 +184,10 @@ def create_app(data: str | os.PathLike[str]) -> FastAPI:
     async def _tvc_error(_request: Request, exc: errors.TvcError) -> JSONResponse:
         return error_response(exc)
 
+    from tvc import ui
     from tvc.server import hf, registry_api, transfer
 
-    for area in (transfer, registry_api, hf):
+    for area in (transfer, registry_api, ui, hf):
         area.install(app, server)
     return app
 
