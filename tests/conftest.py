@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from s3_helpers import S3_BUCKET, S3_KEYS
+
 settings.register_profile(
     "ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
@@ -174,10 +176,6 @@ def pg_url(_postgres, request):
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
-
-
-S3_KEYS = {"AWS_ACCESS_KEY_ID": "test-ak", "AWS_SECRET_ACCESS_KEY": "test-sk-0123456789"}
-S3_BUCKET = "tvc-test"
 
 
 def _weed_binary() -> Path | None:

@@ -29,7 +29,7 @@ def cluster(tmp_path_factory, _seaweed, _postgres):
 
     import sqlalchemy as sa
 
-    from conftest import S3_BUCKET, S3_KEYS
+    from s3_helpers import S3_BUCKET, S3_KEYS
     from tvc.cli.main import main
 
     root = tmp_path_factory.mktemp("cluster")

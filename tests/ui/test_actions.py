@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 
 import tvc
-from conftest import copy_registry, running_ui
+from ui_helpers import copy_registry, running_ui
 
 
 @contextlib.contextmanager

@@ -189,7 +189,7 @@ def test_pages_read_without_javascript(browser, local_ui):
 
 def test_empty_registry_and_unknown_pages(tab, tmp_path):
     import tvc
-    from conftest import running_ui
+    from ui_helpers import running_ui
 
     tvc.Registry.init(tmp_path / "empty").close()
     with running_ui(tmp_path / "empty") as (url, _proc):
