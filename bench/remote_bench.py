@@ -1,8 +1,9 @@
 """Remotes side by side: tvc against a ``tvc server``, DVC against a DVC remote, and git-lfs
 against a Git LFS server (giftless), all on this machine, for the same base + fine-tune pair.
 
-A generated FP32 safetensors model (``--size-mb``) and a fine-tune of it (``--changed`` of its
-tensors perturbed) are made once. Then, ``--runs`` times, each tool gets a fresh remote and:
+A generated FP32 safetensors model (``--size-mb``) and a fine-tune of it (its top ``--changed``
+fraction of tensors perturbed, at least one) are made once. Then, ``--runs`` times, each tool
+gets a fresh remote and:
 
 * **push base**: the base version goes to the remote;
 * **push fine-tune**: the fine-tune goes to the same remote;
@@ -272,6 +273,8 @@ def bench_tvc(work: Path, d: Path, env: dict[str, str]) -> dict[str, dict]:
         run([*TVC, "-R", a, "commit", "m", v2, "-m", "ft", "-q"], env=env)
         step("push fine-tune", [*TVC, "-R", a, "push", url, "m", "--json", "-q"], srv, size)
         step("pull", [*TVC, "-R", p, "pull", "--json", "-q"], p, size)
+        run([*TVC, "-R", p, "checkout", "m@v2", d / "pulled", "-q"], env=env)
+        same(v2 / FILE, d / "pulled" / FILE)
         c = d / "c"
         step("clone", [*TVC, "clone", url, c, "--json", "-q"], c, 2 * size)
         run([*TVC, "-R", c, "checkout", "m@v2", d / "check", "-q"], env=env)
