@@ -1,8 +1,9 @@
 """Remotes side by side: tvc against a ``tvc server``, DVC against a DVC remote, and git-lfs
 against a Git LFS server (giftless), all on this machine, for the same base + fine-tune pair.
 
-A generated FP32 safetensors model (``--size-mb``) and a fine-tune of it (``--changed`` of its
-tensors perturbed) are made once. Then, ``--runs`` times, each tool gets a fresh remote and:
+A generated FP32 safetensors model (``--size-mb``) and a fine-tune of it (its top ``--changed``
+fraction of tensors perturbed, at least one) are made once. Then, ``--runs`` times, each tool
+gets a fresh remote and:
 
 * **push base**: the base version goes to the remote;
 * **push fine-tune**: the fine-tune goes to the same remote;
@@ -76,22 +77,32 @@ class BenchError(RuntimeError):
     """A tool command failed; the message names the command and the tail of its stderr."""
 
 
+WIDTH = 2048  # every tensor is WIDTH × WIDTH FP32: 16.8 MB
+
+
+def layout(size_mb: int, changed: float) -> tuple[int, int]:
+    """(tensors in the model, tensors the fine-tune changes: at least one)."""
+    n = max(1, size_mb * 1_000_000 // (WIDTH * WIDTH * 4))
+    return n, max(1, round(changed * n))
+
+
 def make_model(path: Path, size_mb: int, changed: float, seed: int = 0, base=None) -> dict:
     import numpy as np
     from safetensors.numpy import save_file
 
     rng = np.random.default_rng(seed)
-    width = 2048
-    n = max(1, size_mb * 1_000_000 // (width * width * 4))
+    n, k = layout(size_mb, changed)
+    # The fine-tune moves the top k layers (as training only the top layers does).
+    moved = set(range(n - k, n)) if base is not None else set()
     tensors = {}
     for i in range(n):
         name = f"layers.{i}.weight"
         if base is not None:
             w = base[name]
-            if rng.random() < changed:
+            if i in moved:
                 w = w + rng.standard_normal(w.shape).astype(np.float32) * 1e-4
         else:
-            w = rng.standard_normal((width, width)).astype(np.float32) * 0.02
+            w = rng.standard_normal((WIDTH, WIDTH)).astype(np.float32) * 0.02
         tensors[name] = w
     path.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path / FILE))
@@ -262,6 +273,8 @@ def bench_tvc(work: Path, d: Path, env: dict[str, str]) -> dict[str, dict]:
         run([*TVC, "-R", a, "commit", "m", v2, "-m", "ft", "-q"], env=env)
         step("push fine-tune", [*TVC, "-R", a, "push", url, "m", "--json", "-q"], srv, size)
         step("pull", [*TVC, "-R", p, "pull", "--json", "-q"], p, size)
+        run([*TVC, "-R", p, "checkout", "m@v2", d / "pulled", "-q"], env=env)
+        same(v2 / FILE, d / "pulled" / FILE)
         c = d / "c"
         step("clone", [*TVC, "clone", url, c, "--json", "-q"], c, 2 * size)
         run([*TVC, "-R", c, "checkout", "m@v2", d / "check", "-q"], env=env)
@@ -538,9 +551,10 @@ def medians(raw: list[dict[str, dict]]) -> dict[str, dict]:
 def report(res: dict[str, Any]) -> list[str]:
     """The table: one line per step × tool."""
     mb = 1e6
+    n, k = layout(res["size_mb"], res["changed"])
     head = (
-        f"model: {res.get('bytes', 0) / mb:.0f} MB FP32 safetensors, fine-tune changes "
-        f"{res['changed']:.0%} of its tensors; {res['runs']} run(s), medians; load average "
+        f"model: {res.get('bytes', 0) / mb:.0f} MB FP32 safetensors of {n} tensors; the "
+        f"fine-tune changes the top {k}; {res['runs']} run(s), medians; load average "
         f"{res['load_avg_start'][0]:.1f} at start, {res['load_avg_end'][0]:.1f} at end"
     )
     cols = ["step", "tool", "s", "model MB/s", "wire MB", "added MB", "client RSS MiB"]
