@@ -9,13 +9,13 @@ registry has: aliases, lifecycle states, a metric added after the fact, a gate.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
 import tvc
+from tvc.repo.meta import acting_as
 
 GATE = 'production = "metrics.eval_acc >= 0.9"\n'
 
@@ -69,8 +69,13 @@ def _save(model, out: Path) -> Path:
 
 
 def build(root: Path) -> Path:
-    """The registry at ``root/reg``; returns ``root/reg``."""
-    os.environ.setdefault("TVC_AUTHOR", "alice")
+    """The registry at ``root/reg``, every version and event by ``alice`` (whatever
+    TVC_AUTHOR other tests of the session set); returns ``root/reg``."""
+    with acting_as("alice"):
+        return _build(root)
+
+
+def _build(root: Path) -> Path:
     reg = tvc.Registry.init(root / "reg")
     with open(root / "reg" / ".tvc" / "config.toml", "a") as f:
         f.write("\n[gates]\n" + GATE)

@@ -36,6 +36,11 @@ def test_every_action_changes_the_registry_as_the_user(tab, finetuned, tmp_path)
         assert "eval_acc = 0.88" in flash(tab)
         with opened(data) as reg:
             assert "production" not in {a["alias"] for a in reg.aliases("mlp-ft")}
+        tab.page.fill("#move-alias input[name=alias]", "production")
+        tab.page.fill("#move-alias input[name=ref]", "v99")  # a typo: shown, not a 404 page
+        tab.page.click("#move-alias button")
+        tab.page.wait_for_selector("p.flash.err")
+        assert "v99" in flash(tab) and tab.page.url.endswith("/ui/m/mlp-ft")
 
         # a metric added later, then the alias passes its gate
         tab.open(url + "/ui/v/mlp-ft@v4")

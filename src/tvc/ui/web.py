@@ -37,6 +37,9 @@ TENSORS_PER_PAGE = 250
 AUDIT_PER_PAGE = 200
 FLASH = "tvc_flash"
 MAX_FORM = 64 * 1024
+# What an action may answer with a message on the page it came from (a gate, an illegal
+# transition, a typo); anything else is an error page.
+REFUSALS = (errors.ConflictError, errors.ExistsError, errors.UsageError, errors.RefError)
 
 
 # HTTP status of each error class, most specific first (the same as tvc server's API answers).
@@ -217,8 +220,8 @@ class UI:
             self.auth.check_post(request, viewer, form)
             with acting_as(viewer.name):
                 message, ok = do(viewer), True
-        except (errors.ConflictError, errors.ExistsError, errors.UsageError) as exc:
-            if viewer is None or not viewer.by_cookie or isinstance(exc, Forbidden):
+        except REFUSALS as exc:
+            if viewer is None or not viewer.by_cookie or not self.visible(viewer, form, exc):
                 return self.failure(request, exc, viewer)
             message, ok = f"refused: {exc.message}", False
         except errors.TvcError as exc:
@@ -236,6 +239,14 @@ class UI:
             samesite="strict",
         )
         return resp
+
+    def visible(self, viewer: Viewer, form: dict[str, str], exc: errors.TvcError) -> bool:
+        """Whether a refusal may be shown as a message on the page: not for a model the viewer
+        may not read, nor for one that does not exist — both answer 404 alike, no oracle."""
+        if not isinstance(exc, errors.RefError):
+            return True
+        model = form.get("model") or form.get("ref", "").split("@", 1)[0].split("~", 1)[0]
+        return viewer.may_read(model) and any(m["model"] == model for m in self.reg.models())
 
     # -- pages ----------------------------------------------------------------------------
     def models_page(self, request: Request, viewer: Viewer) -> Response:
