@@ -6,6 +6,7 @@ one process. Real parts: two server processes, SeaweedFS, PostgreSQL."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 import threading
 
@@ -282,3 +283,55 @@ def test_gc_in_a_loop_beside_pushes_through_two_replicas_loses_nothing(tmp_path,
             assert srv.read(srv.version(vid), "model.safetensors") == data, (model, vid)
         freed = sum(g["chunks_removed"] for g in [*gc_runs, final])
     assert freed > 0  # gc did reclaim the throw-away models meanwhile
+
+
+def test_alias_moves_and_lifecycle_stay_consistent_through_two_replicas(tmp_path, cluster):
+    """Concurrent alias moves and state transitions through both replicas: the audit is one
+    unbroken chain (every move starts where the one before ended: no update lost to a race
+    between processes) that ends where the ref and the state are, and a transition that two
+    clients race for happens once."""
+    a_url, b_url = cluster["urls"]
+    src = chain(tmp_path, 4, "al")
+    with open_transport(a_url, cluster["token"]) as remote:
+        sync.push(src, remote, ["al"])
+    h = {"Authorization": f"Bearer {cluster['token']}"}
+    start = threading.Barrier(12)
+    codes: list[int] = []
+
+    def move(i: int) -> None:
+        url = (a_url, b_url)[i % 2]
+        start.wait()
+        for k in range(3):
+            target = f"v{1 + (i + k) % 4}"
+            r = httpx.post(
+                f"{url}/api/v1/aliases/set",
+                json={"model": "al", "alias": "canary", "ref": target},
+                headers=h,
+                timeout=60,
+            )
+            codes.append(r.status_code)
+        # every client tries the same first transition of v2: exactly one may make it
+        r = httpx.post(
+            f"{url}/api/v1/lifecycle/set",
+            json={"ref": "al@v2", "state": "training"},
+            headers=h,
+            timeout=60,
+        )
+        codes.append(r.status_code)
+
+    threads = [threading.Thread(target=move, args=(i,)) for i in range(12)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert set(codes) <= {200, 409}, codes
+    with tvc.Registry(cluster["dirs"][0]) as reg:
+        moves = reg.alias_history("al", "canary")
+        assert moves, "no move was recorded"
+        assert moves[0].old is None
+        for before, after in itertools.pairwise(moves):
+            assert after.old == before.new, (before, after)
+        assert {r["alias"]: r["ref"] for r in reg.aliases("al")}["canary"] == moves[-1].new
+        states = reg.state_history("al@v2")
+        assert [(e.old, e.new) for e in states] == [("created", "training")]
+        assert reg.show("al@v2").state == "training"

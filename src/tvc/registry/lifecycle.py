@@ -256,6 +256,7 @@ class LifecycleMixin:
         if state not in lc.states:
             raise UsageError(f"unknown state {state!r} (states: {', '.join(lc.states)})")
         with self.meta.write() as conn:
+            mid = self.meta.lock_model_of(conn, ref)
             v = self.resolve(ref, conn)
             if v.state == state:
                 return None
@@ -289,8 +290,6 @@ class LifecycleMixin:
                 overridden="; ".join(overridden) or None,
             )
             vc = s.versions.c
-            mid = conn.execute(sa.select(vc.model_id).where(vc.id == v.id)).scalar()
-            self.meta.lock_model(conn, mid)
             conn.execute(s.versions.update().where(vc.id == v.id).values(state=state))
             self.meta.record_state(
                 conn,

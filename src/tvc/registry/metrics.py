@@ -52,12 +52,12 @@ class MetricsMixin:
         if not metrics:
             raise UsageError("no metrics given (KEY=VALUE)")
         with self.meta.write() as conn:
+            self.meta.lock_model_of(conn, ref)
             v = self.resolve(ref, conn)
             vc = s.versions.c
             row = conn.execute(sa.select(vc.model_id, vc.extra_metrics).where(vc.id == v.id)).one()
             previous = {k: v.metrics[k] for k in metrics if k in v.metrics}
             extra = {**(row.extra_metrics or {}), **metrics}
-            self.meta.lock_model(conn, row.model_id)
             conn.execute(s.versions.update().where(vc.id == v.id).values(extra_metrics=extra))
             self.meta.record_metrics(
                 conn,

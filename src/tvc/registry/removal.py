@@ -33,9 +33,8 @@ class RemovalMixin:
     def rm(self, ref: str, *, force: bool = False, reason: str = "") -> list[Version]:
         """Delete one version (see the module doc); returns it."""
         with self.meta.write() as conn:
+            mid = self.meta.lock_model_of(conn, ref)
             v = self.resolve(ref, conn)
-            mid = self.meta.model_id(conn, v.model)
-            self.meta.lock_model(conn, mid)
             self._remove(conn, mid, [v], force=force, reason=reason)
             return [v]
 

@@ -168,6 +168,16 @@ class Metadata:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.select(s.models.c.id).where(s.models.c.id == mid).with_for_update())
 
+    def lock_model_of(self, conn: sa.Connection, ref: str) -> int:
+        """Lock the model ``ref`` names before anything of it is read, and return its id.
+
+        A read-modify-write (a state transition, metrics added later, a removal) must read
+        after the lock: under PostgreSQL's READ COMMITTED a row read before it may be stale by
+        the time the lock is granted, and two replicas would both make the same transition."""
+        mid = self.model_id(conn, names.parse_ref(ref).model)
+        self.lock_model(conn, mid)
+        return mid
+
     def take_number(self, conn: sa.Connection, mid: int) -> int:
         """The next version number of a model, from the transaction that records the version."""
         mo = s.models.c
