@@ -1523,7 +1523,11 @@ def main() -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
     (WORK / f"results-{stamp}{'-quick' if args.quick else ''}.json").write_text(blob)
     print(text)
-    subprocess.run([sys.executable, str(HERE / "hf_bench.py")], check=False)  # HF endpoint
+    # The sections of the server-side issues: standalone scripts, each printing its own table
+    # (the HF endpoint, tvc serve, the scale-out cluster of SeaweedFS + PostgreSQL + replicas).
+    for script in ("hf_bench.py", "serve_bench.py", "scale_bench.py"):
+        log(f"\n== bench/{script}")
+        subprocess.run([sys.executable, str(HERE / script)], check=False)
     log(f"\nresults: {RESULTS} ({res['seconds']:.0f} s)")
 
 
