@@ -25,7 +25,20 @@ def register(app: typer.Typer) -> None:
 
 
 def _decorations(refs: list[tuple[str, str]]) -> str:
-    return ", ".join(shown(n) if k == "branch" else f"{k}: {shown(n)}" for k, n in refs)
+    return ", ".join(shown(n) if k in ("branch", "remote") else f"{k}: {shown(n)}" for k, n in refs)
+
+
+def _tracked(model: str) -> dict[str, list[tuple[str, str]]]:
+    """The remotes' refs and numbers last seen here (``origin/main``, ``origin: v2``)."""
+    from tvc.errors import TvcError
+    from tvc.remote import tracking
+    from tvc.repo.location import REGISTRY_DIR, find_root
+
+    try:
+        regdir = find_root(common.state.registry_path) / REGISTRY_DIR
+    except (TvcError, OSError):
+        return {}  # a server used directly: it has no remotes of its own here
+    return tracking.decorations(regdir, model)
 
 
 def _pairs(d: dict) -> str:
@@ -50,6 +63,10 @@ def log(
         with common.open_registry() as reg:
             versions = reg.log(ref, n)
             decorations = {v.id: reg.refs_pointing_at(v) for v in versions}
+    if versions:
+        for vid, more in _tracked(versions[0].model).items():
+            if vid in decorations:
+                decorations[vid] = [*decorations[vid], *more]
     if json_:
         docs = []
         for v in versions:
@@ -82,7 +99,7 @@ def show(
     """One version in full: metadata, lineage, files."""
     with common.open_registry() as reg:
         v = reg.show(ref)
-        refs = reg.refs_pointing_at(v)
+        refs = [*reg.refs_pointing_at(v), *_tracked(v.model).get(v.id, [])]
         parents = [reg.version(p).ref for p in v.parents]
         base = reg.version(v.base).ref if v.base else None
         tensors = _tensor_counts(reg, v.files)

@@ -238,6 +238,7 @@ def push(
         t.history = _add(t.history, got.get("history"))
         t.renumbered += _renumbered(model, numbers, got["numbers"])
         t.branches.append({**entry, "status": "forced" if force and rhead else "updated"})
+    _track(repo, remote, t)
     return t
 
 
@@ -396,6 +397,7 @@ def pull(
         progress=progress or NoProgress(),
         lazy=lazy,
     )
+    _track(repo, remote, t)
     return t
 
 
@@ -414,7 +416,22 @@ def fetch(repo, remote: Transport, specs=(), *, progress=None) -> Transfer:
         t=t,
         progress=progress or NoProgress(),
     )
+    _track(repo, remote, t)
     return t
+
+
+def _track(repo, remote: Transport, t: Transfer) -> None:
+    """Keep what the transfer saw of the remote under each name this registry gives its URL
+    (:mod:`tvc.remote.tracking`): its branch heads, and its numbers where they differ."""
+    from tvc.remote import tracking
+    from tvc.remote.config import remotes
+
+    names = [n for n, url in remotes(repo.dir).items() if url.rstrip("/") == remote.url.rstrip("/")]
+    models = sorted({b["model"] for b in t.branches} | {r["model"] for r in t.renumbered})
+    if names and models:
+        refs = remote.refs(models)
+        for name in names:
+            tracking.update(repo.dir, name, remote.url, refs, t.renumbered)
 
 
 def clone(
