@@ -127,5 +127,9 @@ def run_ray(spec: dict[str, Any], *, host: str, port: int, replicas: int) -> Non
     finally:
         try:
             serve.delete(app_name)
+            # Serve keeps its proxy (and the port it was started with) while it lives: with no
+            # application left, stop it, or the next `tvc serve --ray --port P` would not get P
+            if not serve.status().applications:
+                serve.shutdown()
         finally:
             ray.shutdown()
