@@ -452,3 +452,33 @@ def test_legacy_storage_bytes_are_never_taken_for_pickles(tmp_path):
     path.write_bytes(path.read_bytes() + evil)
     with pytest.raises(UnsafePickleError, match="system"):
         parse_file(path)
+
+
+def _global(module: str, name: str) -> bytes:
+    """A protocol-2 pickle of one global reference (what a TorchScript data.pkl holds)."""
+    return b"\x80\x02c" + module.encode() + b"\n" + name.encode() + b"\n)\x81}b."
+
+
+def test_torchscript_classes_are_not_imports(tmp_path):
+    """A ScriptModule's classes (``__torch__.…``) are built by TorchScript from the archive's
+    own code/, never imported by Python: such a file commits without --allow-unsafe-pickle."""
+    m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+    path = tmp_path / "scripted.pt"
+    torch.jit.script(m).save(str(path))
+    layout = parse_file(path)
+    assert "unsafe_imports" not in layout.metadata
+
+
+def test_a_torch_class_without_its_torchscript_source_is_refused(tmp_path):
+    members = {
+        "archive/data.pkl": _global("__torch__.evil", "Thing"),
+        "archive/constants.pkl": pickle.dumps((), protocol=2),
+        "archive/code/__torch__/other.py": b"",
+    }
+    path = tmp_path / "no-code.pt"
+    _zip(path, members)
+    with pytest.raises(UnsafePickleError, match=r"__torch__\.evil\.Thing"):
+        parse_file(path)
+    members["archive/code/__torch__/evil.py"] = b""  # now the archive defines it
+    _zip(path, members)
+    parse_file(path)

@@ -60,6 +60,18 @@ ALLOWED_GLOBALS: frozenset[str] = frozenset(
         "torch.Tensor",
         "torch.device",
         "torch.nn.parameter.Parameter",
+        # TorchScript archives (ScriptModule.save): functions that return their argument
+        *(
+            f"torch.jit._pickle.{fn}"
+            for fn in (
+                "build_intlist",
+                "build_tensorlist",
+                "build_doublelist",
+                "build_boollist",
+                "build_tensor_from_id",
+                "restore_type_tag",
+            )
+        ),
         *(f"torch.{name}" for name in TORCH_STORAGE_DTYPES),
         *(f"torch.{name}" for name in TORCH_DTYPES),
         # numpy arrays, scalars and dtypes (numpy 1 spells the module core, numpy 2 _core)

@@ -81,10 +81,12 @@ def parse_torch_zip(
             except FormatError as e:
                 raise fail(f"{brief(info.filename)}: {e}") from None
             unsafe += [g for g in found if g not in unsafe]
+    scripted = [g for g in unsafe if _scripted_class(zf, prefix, g)]
+    unsafe = [g for g in unsafe if g not in scripted]
     if unsafe and not allow_unsafe_pickle:
         raise UnsafePickleError(refusal(os.fspath(path), unsafe))
 
-    loader = _Loader(pickles[pkl_name], allow_unsafe=bool(unsafe))
+    loader = _Loader(pickles[pkl_name], allow_unsafe=bool(unsafe or scripted))
     understood = True
     try:
         root = loader.load()
@@ -111,6 +113,20 @@ def parse_torch_zip(
     layout = Layout("torch", size, segments, tensors, metadata)
     layout.check()
     return layout
+
+
+def _scripted_class(zf: zipfile.ZipFile, prefix: str, name: str) -> bool:
+    """Whether ``name`` is a class of a TorchScript archive: ``__torch__.a.b.C`` whose
+    TorchScript source ``<prefix>code/__torch__/a/b.py`` the archive holds.
+
+    Such a global names no Python module (there is no ``__torch__`` to import, so an ordinary
+    unpickler fails on it); ``torch.jit.load`` builds the class from that source, in the
+    TorchScript interpreter, which runs no Python. So it is not an import that loading the
+    file would execute, and TorchScript models commit without ``--allow-unsafe-pickle``."""
+    if not name.startswith("__torch__.") or not zf.NameToInfo.get(prefix + "constants.pkl"):
+        return False
+    module = name.rpartition(".")[0]
+    return prefix + "code/" + module.replace(".", "/") + ".py" in zf.NameToInfo
 
 
 @dataclass
