@@ -64,6 +64,17 @@ if ! "$dvc_venv/bin/dvc" version >/dev/null 2>&1; then
     "$dvc_venv/bin/dvc" version >/dev/null 2>&1 || die "dvc installed but does not run"
 fi
 
+# DVC with its S3 plugin, for bench/scale_bench.py (DVC pushing to the same SeaweedFS bucket):
+# a venv of its own, since dvc-s3 pins aiobotocore/botocore versions tvc's boto3 may not match.
+dvc_s3_venv="$work/venv-dvc-s3"
+if ! "$dvc_s3_venv/bin/python" -c "import dvc_s3" >/dev/null 2>&1; then
+    say "pip install 'dvc[s3]' into $dvc_s3_venv (≈ 4 min the first time)"
+    python3 -m venv "$dvc_s3_venv" || "$venv/bin/python" -m venv "$dvc_s3_venv" ||
+        die "cannot create venv $dvc_s3_venv"
+    "$dvc_s3_venv/bin/python" -m pip install "${pip_q[@]}" 'dvc[s3]' ||
+        die "pip install 'dvc[s3]' failed"
+fi
+
 # --- giftless (the Git LFS server of bench/remote_bench.py) in its own venv -------------------
 # The giftless 0.6.2 wheel declares no dependencies (its requirements live in a file that the
 # wheel's metadata does not carry), so the ones its local-storage path imports are named here,
