@@ -104,6 +104,11 @@ class AccessError(TvcError):
     exit_code = 12
 
 
+class ForbiddenError(AccessError):
+    """A valid token whose scope is too small, or a request the server will not take from it
+    (a cross-site form, a foreign Host): HTTP 403, where other AccessErrors are 401."""
+
+
 class InferenceInputError(UsageError):
     """An inference request that does not fit the model served: a malformed body, an unknown
     input, a datatype or shape the model does not take (HTTP 400, the OIP error body)."""
@@ -114,3 +119,32 @@ class ModelLoadError(TvcError):
     unscanned pickle, untrusted types), or its runtime failed to load or warm it."""
 
     exit_code = 13
+
+
+# The HTTP status each error answers with, most specific class first: one table for every
+# tvc endpoint (the registry API, the web UI, the Hugging Face endpoint's defaults).
+HTTP_STATUS: tuple[tuple[type[TvcError], int], ...] = (
+    (ForbiddenError, 403),
+    (AccessError, 401),
+    (RefError, 404),
+    (UsageError, 400),
+    (ExistsError, 409),
+    (ConflictError, 409),
+    (FormatError, 422),
+    (IntegrityError, 422),
+    (LockTimeoutError, 503),
+    (StorageError, 503),
+)
+
+
+def http_status(exc: TvcError) -> int:
+    """The HTTP status of ``exc`` (500 for a class the table does not name)."""
+    return next((code for cls, code in HTTP_STATUS if isinstance(exc, cls)), 500)
+
+
+def http_error(exc: TvcError) -> tuple[int, dict[str, object], dict[str, str]]:
+    """``(status, body, headers)`` of ``exc`` as every tvc JSON endpoint answers it: the body
+    ``{"error": message, "exit_code": n}`` lets a client raise the class the CLI would."""
+    status = http_status(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    return status, {"error": exc.message, "exit_code": exc.exit_code}, headers

@@ -21,7 +21,7 @@ from pathlib import Path
 from tvc.errors import TvcError
 from tvc.repo import names
 from tvc.repo.location import FORMAT_VERSION, REGISTRY_DIR, SCHEMA_HEAD, find_root, read_config
-from tvc.repo.version import Version
+from tvc.repo.version import Version, walk_history
 
 _JSON = ("params", "metrics", "extra_metrics", "datasets", "code")
 _VERSION = (
@@ -153,19 +153,7 @@ def log(
     except _Unsure:
         return None
     try:
-        start = _resolve(conn, ref)
-        seen = {start.id}
-        frontier = [start]
-        out: list[Version] = []
-        while frontier and (n is None or len(out) < n):
-            frontier.sort(key=lambda v: (v.created, v.number))
-            v = frontier.pop()
-            if v.deleted is None:
-                out.append(v)
-            for p in v.parents:
-                if p not in seen:
-                    seen.add(p)
-                    frontier.append(_version(conn, p))
+        out = walk_history(_resolve(conn, ref), lambda vid: _version(conn, vid), n)
         return [
             (
                 v,

@@ -56,7 +56,7 @@ from tvc.repo.files import (
 from tvc.repo.location import FORMAT_VERSION, REGISTRY_DIR, find_root, read_config
 from tvc.repo.manifest import Manifest
 from tvc.repo.meta import Metadata, default_author, version_from_row
-from tvc.repo.version import FileEntry, Version, version_record
+from tvc.repo.version import FileEntry, Version, version_record, walk_history
 from tvc.store import durable
 from tvc.store.backends import open_backend
 from tvc.store.chunkstore import ChunkStore, WriteSession
@@ -635,25 +635,14 @@ class Repository:
         ]
 
     def log(self, ref: str, n: int | None = None) -> list[Version]:
-        """Versions reachable from ``ref`` through parents, newest first (like ``git log``).
-
-        Deleted versions are left out, but the walk goes on through them to their parents.
-        """
+        """Versions reachable from ``ref`` through parents, newest first (like ``git log``);
+        deleted ones are left out (see :func:`tvc.repo.version.walk_history`)."""
         with self.meta.read() as conn:
-            start = self.resolve(ref, conn)
-            seen = {start.id}
-            frontier = [start]
-            out: list[Version] = []
-            while frontier and (n is None or len(out) < n):
-                frontier.sort(key=lambda v: (v.created, v.number))
-                v = frontier.pop()
-                if v.deleted is None:
-                    out.append(v)
-                for p in v.parents:
-                    if p not in seen:
-                        seen.add(p)
-                        frontier.append(self.meta.load_version(conn, p, files=False))
-            return out
+            return walk_history(
+                self.resolve(ref, conn),
+                lambda vid: self.meta.load_version(conn, vid, files=False),
+                n,
+            )
 
     def show(self, ref: str) -> Version:
         return self.resolve(ref)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,3 +127,22 @@ def parse_version_record(raw: bytes) -> dict[str, Any]:
     doc = json.loads(raw)
     doc["created"] = dt.datetime.fromisoformat(doc["created"]).timestamp()
     return doc
+
+
+def walk_history(start: Version, load: Callable[[str], Version], n: int | None) -> list[Version]:
+    """Versions reachable from ``start`` through parents, newest first (by time, then number),
+    at most ``n``: what ``tvc log`` lists. Deleted versions are left out, but the walk goes on
+    through them to their parents. ``load``: a version by id (the caller's DB read)."""
+    seen = {start.id}
+    frontier = [start]
+    out: list[Version] = []
+    while frontier and (n is None or len(out) < n):
+        frontier.sort(key=lambda v: (v.created, v.number))
+        v = frontier.pop()
+        if v.deleted is None:
+            out.append(v)
+        for p in v.parents:
+            if p not in seen:
+                seen.add(p)
+                frontier.append(load(p))
+    return out

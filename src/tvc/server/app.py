@@ -33,21 +33,7 @@ from tvc.server.tokens import Token, TokenStore
 API = "/api/v1"
 MAX_IDS = 20000
 
-STATUS = [  # most specific first
-    (errors.AccessError, 401),
-    (errors.RefError, 404),
-    (errors.UsageError, 400),
-    (errors.ExistsError, 409),
-    (errors.ConflictError, 409),
-    (errors.FormatError, 422),
-    (errors.IntegrityError, 422),
-    (errors.LockTimeoutError, 503),
-    (errors.StorageError, 503),
-]
-
-
-class Forbidden(errors.AccessError):
-    """The token is valid but its scope is too small (HTTP 403)."""
+Forbidden = errors.ForbiddenError  # a valid token, a scope too small: HTTP 403
 
 
 class Ids(BaseModel):
@@ -160,14 +146,8 @@ class Server:
 
 def error_response(exc: errors.TvcError) -> JSONResponse:
     """tvc's error as JSON with its exit code, under the HTTP status its class maps to."""
-    status = 403 if isinstance(exc, Forbidden) else 500
-    if status == 500:
-        status = next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
-    return JSONResponse(
-        {"error": exc.message, "exit_code": exc.exit_code},
-        status_code=status,
-        headers={"WWW-Authenticate": "Bearer"} if status == 401 else None,
-    )
+    status, body, headers = errors.http_error(exc)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def create_app(data: str | os.PathLike[str]) -> FastAPI:

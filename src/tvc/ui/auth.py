@@ -31,8 +31,7 @@ COOKIE = "tvc_ui"
 SCOPES = ("read", "write", "admin")
 
 
-class Forbidden(errors.AccessError):
-    """Logged in, but the token's scope is too small (HTTP 403)."""
+Forbidden = errors.ForbiddenError  # logged in, but the token's scope is too small: HTTP 403
 
 
 @dataclass(frozen=True)

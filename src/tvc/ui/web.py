@@ -42,33 +42,10 @@ MAX_FORM = 64 * 1024
 REFUSALS = (errors.ConflictError, errors.ExistsError, errors.UsageError, errors.RefError)
 
 
-# HTTP status of each error class, most specific first (the same as tvc server's API answers).
-STATUS = [
-    (Forbidden, 403),
-    (errors.AccessError, 401),
-    (errors.RefError, 404),
-    (errors.UsageError, 400),
-    (errors.ExistsError, 409),
-    (errors.ConflictError, 409),
-    (errors.FormatError, 422),
-    (errors.IntegrityError, 422),
-    (errors.LockTimeoutError, 503),
-    (errors.StorageError, 503),
-]
-
-
-def http_status(exc: errors.TvcError) -> int:
-    return next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
-
-
 def error_json(exc: errors.TvcError) -> JSONResponse:
     """tvc's error as the server's API gives it: ``{"error", "exit_code"}``."""
-    status = http_status(exc)
-    return JSONResponse(
-        {"error": exc.message, "exit_code": exc.exit_code},
-        status_code=status,
-        headers={"WWW-Authenticate": "Bearer"} if status == 401 else None,
-    )
+    status, body, headers = errors.http_error(exc)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def human_bytes(n: int | None) -> str:
@@ -163,7 +140,7 @@ class UI:
     def failure(self, request: Request, exc: errors.TvcError, viewer: Viewer | None) -> Response:
         """A refusal as the client can read it: the login form or an HTML page for a browser,
         tvc's JSON error (with its exit code) for anything else."""
-        status = http_status(exc)
+        status = errors.http_status(exc)
         if not self.wants_html(request):
             return error_json(exc)
         if status == 401 and self.auth.login:
