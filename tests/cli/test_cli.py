@@ -162,3 +162,55 @@ def test_stats_summary_adds_up(reg, capsys):
     assert lines["stored"].split()[1:3] == human_bytes(st["stored_bytes"]).split()
     assert lines["on"].split()[2:4] == human_bytes(st["pack_bytes"]).split()
     assert lines["bert"].split()[6:8] == human_bytes(st["models"]["bert"]["stored_bytes"]).split()
+
+
+def test_commands_are_built_when_named_and_all_for_help_or_a_typo(monkeypatch, capsys):
+    """The root group builds a subcommand when it is looked up; help lists every command in
+    registration order, and a mistyped name still gets Click's "did you mean"."""
+    from tvc.cli import main as cli_main
+
+    monkeypatch.setattr(cli_main, "_command", None)
+    root = cli_main.command()
+    assert not root.commands and "commit" in root.pending
+    assert main(["alias", "--help"]) == 0
+    assert list(root.commands) == ["alias"]
+    assert "set" in capsys.readouterr().out
+    assert main(["--help"]) == 0
+    listed = capsys.readouterr().out
+    order = [listed.index(f"\n  {name} ") for name in ("init", "commit", "checkout", "alias")]
+    assert order == sorted(order) and not root.pending
+    monkeypatch.setattr(cli_main, "_command", None)
+    assert main(["comit"]) == 2
+    assert "Did you mean 'commit'?" in capsys.readouterr().err
+
+
+def test_progress_bar_appears_only_after_its_delay(monkeypatch):
+    """A bar for an operation that ends within ``DELAY`` would only flash (and load Rich);
+    one that runs longer shows, counting what was done before it appeared."""
+    import io
+
+    from rich.console import Console
+
+    from tvc.cli import common
+
+    monkeypatch.setattr(common, "err", Console(file=io.StringIO(), force_terminal=True))
+    quick = common.RichProgress()
+    quick.start("commit", 100)
+    quick.advance(60)
+    quick.finish()
+    assert quick._p is None and common.err.file.getvalue() == ""
+
+    monkeypatch.setattr(common.RichProgress, "DELAY", 0.0)
+    slow = common.RichProgress()
+    slow.start("commit", 100)
+    slow.advance(60)
+    assert slow._p is not None
+    assert slow._p.tasks[0].completed == 60 and slow._p.tasks[0].total == 100
+    slow.advance(40)
+    assert slow._p.tasks[0].completed == 100
+    slow.finish()
+    assert slow._p is None
+    quiet = common.RichProgress(quiet=True)
+    quiet.start("commit", 100)
+    quiet.advance(100)
+    assert quiet._p is None

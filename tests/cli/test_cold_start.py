@@ -17,12 +17,15 @@ _PROBE = (
     "import sys, json\n"
     "from tvc.cli.main import main\n"
     "code = main(sys.argv[1:])\n"
+    "from tvc.cli.main import command\n"
+    "sys.stderr.write('BUILT=' + json.dumps(sorted(command().commands)) + '\\n')\n"
     "sys.stderr.write('MODULES=' + json.dumps(sorted(sys.modules)) + '\\n')\n"
     "sys.exit(code)\n"
 )
 
 
-def _modules(argv: list[str], cwd) -> set[str]:
+def _run(argv: list[str], cwd) -> tuple[set[str], list[str]]:
+    """(modules imported, Click commands built) by ``tvc ARGV`` in a fresh interpreter."""
     r = subprocess.run(
         [sys.executable, "-c", _PROBE, *argv],
         cwd=cwd,
@@ -32,7 +35,12 @@ def _modules(argv: list[str], cwd) -> set[str]:
         timeout=120,
     )
     assert r.returncode == 0, r.stderr
-    return set(json.loads(r.stderr.rsplit("MODULES=", 1)[1]))
+    built = json.loads(r.stderr.rsplit("BUILT=", 1)[1].split("\n", 1)[0])
+    return set(json.loads(r.stderr.rsplit("MODULES=", 1)[1])), built
+
+
+def _modules(argv: list[str], cwd) -> set[str]:
+    return _run(argv, cwd)[0]
 
 
 @pytest.fixture
@@ -58,6 +66,17 @@ def test_a_commit_without_tensors_does_not_import_numpy(small_registry):
     loaded = _modules(["commit", "m", "notes.txt", "-m", "notes", "-q"], small_registry)
     assert "tvc.formats" in loaded  # the file went through format detection
     assert not [m for m in loaded if m.split(".")[0] == "numpy"]
+
+
+def test_a_small_commit_loads_neither_rich_nor_the_query_language(small_registry):
+    """Rich (15-20 ms) waits for a table or a bar that has been due for 0.3 s, the search
+    language (6 ms) for a search or a gate, and Typer builds only the command that runs."""
+    (small_registry / "w2.bin").write_bytes(os.urandom(4096))
+    loaded, built = _run(["commit", "m", "w2.bin", "-m", "small"], small_registry)
+    assert "tvc.formats" in loaded  # the commit did run
+    late = sorted(m for m in loaded if m.split(".")[0] == "rich" or m == "tvc.registry.query")
+    assert not late, f"a small commit imported {late}"
+    assert built == ["commit"]
 
 
 def test_version_imports_neither_typer_nor_sqlalchemy(tmp_path):

@@ -89,6 +89,23 @@ def test_detached_head_and_a_repository_without_commits(repo, tmp_path):
     assert provenance.git_code_info(fresh) is None
 
 
+@needs_git
+def test_linked_worktree_and_git_dir_are_found(repo, tmp_path, monkeypatch):
+    """Where ``.git`` is a file (a linked worktree, a submodule) or the repository is named
+    by GIT_DIR, the quick "no repository here" check must not hide the commit."""
+    work, sha = repo
+    linked = tmp_path / "linked"
+    git(work, "worktree", "add", "-q", "--detach", str(linked))
+    assert (linked / ".git").is_file()
+    assert provenance.git_code_info(linked / "train.py")["commit"] == sha
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    assert provenance.git_code_info(outside) is None
+    monkeypatch.setenv("GIT_DIR", str(work / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(work))
+    assert provenance.git_code_info(outside)["commit"] == sha
+
+
 def test_no_git_repository_or_no_git_records_nothing(reg, tmp_path, monkeypatch):
     d = tmp_path / "plain"
     d.mkdir()

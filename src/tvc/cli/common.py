@@ -7,15 +7,15 @@ import json
 import os
 import re
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
 from tvc.errors import PathError, UsageError
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.progress import Progress
 
     from tvc.api import Registry
@@ -47,30 +47,48 @@ def shown_lines(text: str, indent: str) -> str:
     return shown(text, lines=True).replace("\n", "\n" + indent)
 
 
-class _Console(Console):
+def _console(stderr: bool) -> Console:
     """A Console for user data: nothing it prints is read as Rich markup or ``:emoji:`` codes
     (``w[bold].txt`` prints as itself, ``x[/b].txt`` does not crash it), and control
     characters in any string it renders — table cells included — are escaped. tvc's own
     styling asks for markup explicitly, with user text passed through ``rich.markup.escape``.
     """
+    from rich.console import Console
 
-    def render_str(self, text: str, **kwargs: Any) -> Text:
-        return super().render_str(shown(text, lines=True), **kwargs)
+    class _Console(Console):
+        def render_str(self, text: str, **kwargs: Any) -> Any:
+            return super().render_str(shown(text, lines=True), **kwargs)
+
+    if stderr:
+        return _Console(stderr=True, highlight=False, markup=False, emoji=False)
+    return _Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
-out: Console
-err: Console
+def __getattr__(name: str) -> Any:
+    """``out`` and ``err``, made on first use: Rich costs a command 15-20 ms to import, and
+    the commands that print a plain line or two (commit, checkout) never need it."""
+    if name in ("out", "err"):
+        globals()[name] = console = _console(stderr=name == "err")
+        return console
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    out: Console
+    err: Console
 
 
 def reset_consoles() -> None:
-    """(Re)build ``out`` and ``err``: a Console reads the terminal and environment when it is
+    """Forget ``out`` and ``err``: a Console reads the terminal and environment when it is
     made, and a child of the helper (:mod:`tvc.cli.daemon`) takes over another process's."""
-    global out, err
-    out = _Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
-    err = _Console(stderr=True, highlight=False, markup=False, emoji=False)
+    globals().pop("out", None)
+    globals().pop("err", None)
 
 
-reset_consoles()
+def say(line: str) -> None:
+    """One plain line of tvc's own output on stdout, as ``out.print`` would show it (control
+    characters escaped, never wrapped), without loading Rich."""
+    sys.stdout.write(shown(line, lines=True) + "\n")
 
 
 class State:
@@ -155,15 +173,33 @@ def parse_pairs(items: list[str] | None, what: str) -> dict[str, Any]:
 
 
 class RichProgress:
-    """Byte progress on stderr; silent when --quiet or stderr is not a terminal."""
+    """Byte progress on stderr; silent when --quiet or stderr is not a terminal.
+
+    The bar appears once an operation has run for :attr:`DELAY` seconds (as git's progress
+    does): a small commit or checkout ends before, without a bar flashing by and without
+    loading Rich for it.
+    """
+
+    DELAY = 0.3
 
     def __init__(self, quiet: bool = False) -> None:
-        self.enabled = not (quiet or state.quiet) and err.is_terminal
+        self.enabled = not (quiet or state.quiet)
         self._p: Progress | None = None
         self._task = None
+        self._pending: tuple[str, int, float] | None = None
+        self._done = 0
 
     def start(self, description: str, total: int) -> None:
-        if not self.enabled:
+        if self.enabled:
+            self._pending = (description, total, time.monotonic() + self.DELAY)
+            self._done = 0
+
+    def _show(self) -> None:
+        description, total, _due = self._pending or ("", 0, 0.0)
+        self._pending = None
+        console = globals().get("err") or __getattr__("err")
+        if not console.is_terminal:
+            self.enabled = False
             return
         # Loaded only for a bar on a terminal (rich.progress brings rich.table and more).
         from rich.progress import (
@@ -181,17 +217,22 @@ class RichProgress:
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
-            console=err,
+            console=console,
             transient=True,
         )
         self._p.start()
-        self._task = self._p.add_task(description, total=total)
+        self._task = self._p.add_task(description, total=total, completed=self._done)
 
     def advance(self, n: int) -> None:
         if self._p is not None:
             self._p.advance(self._task, n)
+        elif self._pending is not None:
+            self._done += n
+            if time.monotonic() >= self._pending[2]:
+                self._show()
 
     def finish(self) -> None:
+        self._pending = None
         if self._p is not None:
             self._p.stop()
             self._p = None

@@ -726,7 +726,7 @@ def serve(base: str) -> None:
             _preload()
             from tvc.cli.main import _keep_freed_buffers, command
 
-            command()  # Typer's Click command, built once for every child
+            command().build_all()  # every Click command, built once for every child
         except Exception:
             # Say why, and keep clients from starting a helper that fails again with every
             # command: they see this file and run cold until the code changes (another key)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import typer
-from rich.markup import escape
 
 from tvc.cli import common
 from tvc.cli.common import JsonOpt, shown, shown_lines
@@ -76,6 +75,8 @@ def log(
             docs.append(d)
         common.emit_json(docs)
         return
+    from rich.markup import escape
+
     for v in versions:
         deco = _decorations(decorations[v.id])
         deco = f" ({deco})" if deco else ""
@@ -112,6 +113,8 @@ def show(
             f["tensors"] = tensors[f["path"]]
         common.emit_json(doc)
         return
+    from rich.markup import escape
+
     p = common.out.print
     p(f"[bold yellow]{escape(v.ref)}[/]  {v.id}", markup=True)
     if refs:

@@ -539,6 +539,21 @@ def stop_helpers(directory: str, timeout: float = 30.0) -> list[dict]:
     return stopped
 
 
+def fewer_collections() -> None:
+    """Run the cyclic garbage collector every 50,000 new objects instead of every 700.
+
+    Importing SQLAlchemy, Typer and the rest creates some 300,000 objects that live as long as
+    the process; at CPython's default threshold that costs a small commit 120-130 collections,
+    a few of them passes over every object alive, 30-35 ms of 0.32 s in all (measured with
+    ``gc.callbacks``). Reference counting frees everything else as before; cycles are still
+    collected, only in larger batches (at most a few MB of them waiting). The helper does the
+    same its way: it freezes what it imported before forking.
+    """
+    import gc
+
+    gc.set_threshold(50_000, *gc.get_threshold()[1:])
+
+
 def run() -> None:  # pragma: no cover - exercised through subprocesses in tests/cli/test_daemon.py
     """The console script."""
     argv = sys.argv[1:]
@@ -559,6 +574,7 @@ def run() -> None:  # pragma: no cover - exercised through subprocesses in tests
             if code is not None:
                 sys.exit(code)
             spawn(directory, key)
+    fewer_collections()
     from tvc.cli.main import run as run_here
 
     run_here()

@@ -100,8 +100,8 @@ def commit(
         common.emit_json(res.to_json())
         return
     pct = 100 * res.new_bytes / res.logical_bytes if res.logical_bytes else 0.0
-    common.out.print(f"{res.version.ref} {res.version.id}")
-    common.out.print(
+    common.say(f"{res.version.ref} {res.version.id}")
+    common.say(
         f"  {len(res.version.files)} file(s), {common.human_bytes(res.logical_bytes)} logical, "
         f"{common.human_bytes(res.new_bytes)} new ({pct:.1f}%), "
         f"{res.new_chunks}/{res.total_chunks} chunks new"
@@ -153,9 +153,7 @@ def checkout(
         )
     else:
         where = res[0].parent if len(res) == 1 else res.dest
-        common.out.print(
-            f"{version.ref}: {len(res)} file(s) in {shown(where)}",
-        )
+        common.say(f"{version.ref}: {len(res)} file(s) in {shown(where)}")
     if res.kept:
         listed = ", ".join(shown(repr(str(p))) for p in res.kept[:5])
         more = f" and {len(res.kept) - 5} more" if len(res.kept) > 5 else ""

@@ -24,7 +24,6 @@ from tvc.registry.audit import AuditMixin
 from tvc.registry.lifecycle import GateFailure, Lifecycle, LifecycleMixin, StateEvent
 from tvc.registry.lineage import Lineage, LineageMixin
 from tvc.registry.metrics import MetricEvent, MetricsMixin
-from tvc.registry.query import QuerySyntaxError
 from tvc.registry.removal import RemovalMixin
 from tvc.registry.search import SearchMixin
 from tvc.repo import names, paths
@@ -36,11 +35,16 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    """``VersionReader`` loads on first use: it needs numpy, which ``log`` and ``ls`` do not."""
+    """``VersionReader`` loads on first use: it needs numpy, which ``log`` and ``ls`` do not;
+    ``QuerySyntaxError`` with the query language, which only search and gates need."""
     if name == "VersionReader":
         from tvc.repo.reader import VersionReader
 
         return VersionReader
+    if name == "QuerySyntaxError":
+        from tvc.registry.query import QuerySyntaxError
+
+        return QuerySyntaxError
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -30,16 +30,18 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from tvc.errors import ConflictError, UsageError
-from tvc.registry import query
 from tvc.repo import names
 from tvc.repo import schema as s
 from tvc.repo.meta import default_author
 from tvc.repo.version import Version, iso
+
+if TYPE_CHECKING:  # the query language loads when a gate is parsed (6 ms a command)
+    from tvc.registry import query
 
 DEFAULT_STATES = ("created", "training", "trained", "evaluated", "staged", "production", "archived")
 ARCHIVED = "archived"
@@ -126,6 +128,8 @@ class Lifecycle:
         if not isinstance(raw_gates, Mapping):
             raise UsageError("config.toml: [gates] must be a table")
         gates: dict[str, tuple[query.Query, ...]] = {}
+        if raw_gates:
+            from tvc.registry import query
         for name, exprs in raw_gates.items():
             if isinstance(exprs, str):
                 exprs = [exprs]
@@ -175,6 +179,8 @@ class GateFailure:
     values: dict[str, Any]
 
     def __str__(self) -> str:
+        from tvc.registry import query
+
         shown = ", ".join(
             f"{k} = {v!r}" if v is not query._MISSING else f"{k} is missing"
             for k, v in self.values.items()

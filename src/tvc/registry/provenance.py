@@ -56,6 +56,8 @@ def git_code_info(where: str | os.PathLike[str]) -> dict[str, Any] | None:
     cwd = path if path.is_dir() else path.parent
     if not cwd.is_dir():
         return None
+    if not _maybe_in_work_tree(cwd):
+        return None
     # One `git status` says the commit, the branch and whether tracked files changed (each git
     # process costs a commit 2-3 ms; this used to take three).
     status = _git(cwd, "status", "--porcelain=v2", "--branch", "--untracked-files=no")
@@ -81,9 +83,21 @@ def git_code_info(where: str | os.PathLike[str]) -> dict[str, Any] | None:
     }
 
 
+def _maybe_in_work_tree(directory: Path) -> bool:
+    """False when git could not find a repository from ``directory``: no ``.git`` (directory,
+    or file of a worktree or submodule) at or above it and no ``GIT_DIR``. Saves a commit
+    outside any repository its ``git`` processes; git's own search is never wider than this."""
+    if "GIT_DIR" in os.environ:
+        return True
+    return any(os.path.lexists(d / ".git") for d in (directory, *directory.parents))
+
+
 def detect_code(paths: list[str | os.PathLike[str]]) -> dict[str, Any] | None:
     """Code info for a commit: the working directory's repository, else the first path's."""
-    for where in [Path.cwd(), *(Path(p).absolute() for p in paths[:1])]:
+    cwd = Path.cwd()
+    for i, where in enumerate([cwd, *(Path(p).absolute() for p in paths[:1])]):
+        if i and (where if where.is_dir() else where.parent) == cwd:
+            break  # the working directory again: its answer was None
         info = git_code_info(where)
         if info:
             return info

@@ -14,7 +14,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from tvc.errors import UsageError
-from tvc.registry import query as q
 from tvc.repo import schema as s
 from tvc.repo.meta import version_from_row
 from tvc.repo.version import Version
@@ -37,6 +36,8 @@ class SearchMixin:
         ``metrics.NAME``, ``params.NAME``, ``created``, ``version``, ``model``, ``state`` or
         ``author``. Versions lacking a metric or param sort last either way.
         """
+        from tvc.registry import query as q  # the language loads with the first search
+
         query = q.parse(text, source="search")
         states = self.lifecycle_machine().states
         query.check_states(states)
