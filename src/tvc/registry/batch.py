@@ -9,13 +9,18 @@ with the same row decoding (:func:`tvc.repo.meta.version_from_row`).
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
 
+from tvc.registry.aliases import ref_rows
+from tvc.registry.audit import audit_page
+from tvc.registry.lineage import Lineage, ancestry, lineage_of
+from tvc.repo import names
 from tvc.repo import schema as s
 from tvc.repo.meta import version_from_row
-from tvc.repo.version import Version
+from tvc.repo.version import FileEntry, Version
 
 
 def model_summaries(reg: Any) -> list[dict[str, Any]]:
@@ -80,56 +85,102 @@ def model_summaries(reg: Any) -> list[dict[str, Any]]:
     return out
 
 
+def parents_column() -> Any:
+    """A version row's parents as one string (``position:id`` pairs, in no set order): a
+    correlated aggregate, so a page of rows brings its parents along in the same statement —
+    ``LIMIT`` still counts versions, where a join to ``version_parents`` would count pairs."""
+    p = s.version_parents.c
+    pair = sa.cast(p.position, sa.String) + sa.literal(":") + p.parent_id
+    return (
+        sa.select(sa.func.aggregate_strings(pair, " "))
+        .where(p.version_id == s.versions.c.id)
+        .scalar_subquery()
+        .label("parent_list")
+    )
+
+
+def split_parents(text: str | None) -> list[str]:
+    pairs = [item.split(":", 1) for item in (text or "").split()]
+    return [vid for _pos, vid in sorted(pairs, key=lambda pv: int(pv[0]))]
+
+
 def versions_page(
-    reg: Any, model: str, *, offset: int = 0, limit: int = 100
+    reg: Any, model: str, *, offset: int = 0, limit: int = 100, conn: sa.Connection | None = None
 ) -> tuple[int, list[Version], dict[str, list[tuple[str, str]]]]:
     """``(total, versions, refs)``: one page of a model's live versions, newest number first,
-    with their parents and the refs (kind, name) pointing at each — five queries per page."""
-    v, p, r = s.versions.c, s.version_parents.c, s.refs.c
+    with their parents and the refs (kind, name) pointing at each — four statements."""
+    if conn is None:
+        with reg.meta.read() as c:
+            return versions_page(reg, model, offset=offset, limit=limit, conn=c)
+    v = s.versions.c
+    mid = reg.meta.model_id(conn, model)
+    live = sa.and_(v.model_id == mid, v.deleted.is_(None))
+    total = conn.execute(sa.select(sa.func.count()).where(live)).scalar_one()
+    versions = _page(conn, model, live, offset, limit)
+    _aliases, refs = ref_rows(conn, mid, model, [x.id for x in versions])
+    return total, versions, refs
+
+
+def _page(conn: sa.Connection, model: str, live: Any, offset: int, limit: int) -> list[Version]:
+    v = s.versions.c
+    rows = conn.execute(
+        sa.select(s.versions, parents_column())
+        .where(live)
+        .order_by(v.number.desc())
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    return [version_from_row(row, model, split_parents(row.parent_list)) for row in rows]
+
+
+@dataclass
+class ModelView:
+    """What the model page shows, read in one transaction (see :func:`model_view`)."""
+
+    total: int
+    versions: list[Version]
+    refs: dict[str, list[tuple[str, str]]]
+    aliases: list[dict[str, Any]]
+    series: list[tuple[int, str, dict[str, Any]]]
+    new: dict[str, int]
+
+
+def model_view(reg: Any, model: str, *, offset: int = 0, limit: int = 100) -> ModelView:
+    """One page of a model's versions (parents, refs, bytes new), its aliases with their last
+    move, and every live version's metrics (the charts; their count is the total) — five
+    statements, six when manifests must be loaded, however many versions, aliases, tags or
+    files the model has."""
+    v = s.versions.c
     with reg.meta.read() as conn:
         mid = reg.meta.model_id(conn, model)
         live = sa.and_(v.model_id == mid, v.deleted.is_(None))
-        total = conn.execute(sa.select(sa.func.count()).where(live)).scalar_one()
-        rows = conn.execute(
-            sa.select(s.versions).where(live).order_by(v.number.desc()).offset(offset).limit(limit)
-        ).all()
-        ids = [row.id for row in rows]
-        parents: dict[str, list[str]] = defaultdict(list)
-        refs: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        if ids:
-            for vid, parent in conn.execute(
-                sa.select(p.version_id, p.parent_id)
-                .where(p.version_id.in_(ids))
-                .order_by(p.version_id, p.position)
-            ):
-                parents[vid].append(parent)
-            for vid, kind, name in conn.execute(
-                sa.select(r.version_id, r.kind, r.name)
-                .where(r.model_id == mid, r.version_id.in_(ids))
-                .order_by(r.kind, r.name)
-            ):
-                refs[vid].append((kind, name))
-    versions = [version_from_row(row, model, parents.get(row.id, [])) for row in rows]
-    return total, versions, dict(refs)
+        series = metric_series(reg, model, conn=conn, mid=mid)
+        versions = _page(conn, model, live, offset, limit)
+        aliases, refs = ref_rows(conn, mid, model, [x.id for x in versions])
+        new = new_bytes(reg, versions, conn=conn)
+    return ModelView(len(series), versions, refs, aliases, series, new)
 
 
-def new_bytes(reg: Any, versions: list[Version]) -> dict[str, int]:
+def new_bytes(
+    reg: Any, versions: list[Version], *, conn: sa.Connection | None = None
+) -> dict[str, int]:
     """For each version, the bytes of its files' chunks that its first parent's files lack
-    (what the version added, before compression): two queries for the file rows and the
-    manifests of the versions and their first parents, then set arithmetic on chunk ids."""
+    (what the version added, before compression): one statement for the file rows of the
+    versions and their first parents, one for the manifests not in the cache yet, then set
+    arithmetic on chunk ids."""
+    if conn is None:
+        with reg.meta.read() as c:
+            return new_bytes(reg, versions, conn=c)
     f = s.version_files.c
     firsts = {v.id: v.parents[0] for v in versions if v.parents}
     ids = list({v.id for v in versions} | set(firsts.values()))
     files: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    with reg.meta.read() as conn:
-        for i in range(0, len(ids), 500):
-            for vid, path, manifest in conn.execute(
-                sa.select(f.version_id, f.path, f.manifest_id).where(
-                    f.version_id.in_(ids[i : i + 500])
-                )
-            ):
-                files[vid].append((path, manifest))
-    reg.prefetch_manifests(m for rows in files.values() for _, m in rows)
+    if ids:
+        for vid, path, manifest in conn.execute(
+            sa.select(f.version_id, f.path, f.manifest_id).where(f.version_id.in_(ids))
+        ):
+            files[vid].append((path, manifest))
+    reg.prefetch_manifests((m for rows in files.values() for _, m in rows), versions=ids)
     out: dict[str, int] = {}
     for v in versions:
         before = {m for _, m in files.get(firsts.get(v.id, ""), [])}
@@ -145,15 +196,99 @@ def new_bytes(reg: Any, versions: list[Version]) -> dict[str, int]:
     return out
 
 
-def metric_series(reg: Any, model: str) -> list[tuple[int, str, dict[str, Any]]]:
+def metric_series(
+    reg: Any, model: str, *, conn: sa.Connection | None = None, mid: int | None = None
+) -> list[tuple[int, str, dict[str, Any]]]:
     """``(number, id, metrics)`` of every live version of a model, oldest first, metrics added
     later winning over committed ones — one query (the data of a metric chart)."""
+    if conn is None:
+        with reg.meta.read() as c:
+            return metric_series(reg, model, conn=c)
     v = s.versions.c
-    with reg.meta.read() as conn:
+    if mid is None:
         mid = reg.meta.model_id(conn, model)
-        rows = conn.execute(
-            sa.select(v.number, v.id, v.metrics, v.extra_metrics)
-            .where(v.model_id == mid, v.deleted.is_(None))
-            .order_by(v.number)
-        ).all()
+    rows = conn.execute(
+        sa.select(v.number, v.id, v.metrics, v.extra_metrics)
+        .where(v.model_id == mid, v.deleted.is_(None))
+        .order_by(v.number)
+    ).all()
     return [(n, vid, {**(m or {}), **(extra or {})}) for n, vid, m, extra in rows]
+
+
+def resolve_id(reg: Any, conn: sa.Connection, ref: str) -> str:
+    """The id of the version ``ref`` names, in one statement for the usual ref (``MODEL@vN``,
+    a branch, tag or alias, an id prefix): the model and every candidate in one query.
+    Anything else — ``~N``, no or several candidates, a deleted model — goes through
+    ``resolve``, which says what is wrong (or walks the ancestors)."""
+    r = names.parse_ref(ref)
+    mo, v, rc = s.models.c, s.versions.c, s.refs.c
+    arms = []
+    m = names.VERSION_RE.match(r.rev)
+    if m:
+        number = int(m.group(1))
+        if number < 2**62:
+            arms.append(sa.select(v.model_id, v.id.label("vid")).where(v.number == number))
+    else:
+        arms.append(sa.select(rc.model_id, rc.version_id).where(rc.name == r.rev))
+        if names.ID_PREFIX_RE.match(r.rev):
+            arms.append(
+                sa.select(v.model_id, v.id).where(v.id.startswith(r.rev), v.deleted.is_(None))
+            )
+    if r.ancestors or not arms:
+        return reg.resolve(r, conn).id
+    cand = (sa.union_all(*arms) if len(arms) > 1 else arms[0]).subquery()
+    rows = conn.execute(
+        sa.select(mo.deleted, cand.c.vid)
+        .join_from(s.models, cand, cand.c.model_id == mo.id, isouter=True)
+        .where(mo.name == r.model)
+    ).all()
+    found = {vid for deleted, vid in rows if deleted is None and vid is not None}
+    if len(rows) != len(found) or len(found) != 1:
+        return reg.resolve(r, conn).id
+    return found.pop()
+
+
+@dataclass
+class VersionView:
+    """What the version page shows, read in one transaction (see :func:`version_view`)."""
+
+    version: Version
+    committed: dict[str, Any]
+    lineage: Lineage
+    known: dict[str, Version]  # the versions of the lineage graph, by id
+    aliases: list[dict[str, Any]]
+    refs: list[tuple[str, str]]
+    audit: list[dict[str, Any]]
+
+
+def version_view(reg: Any, ref: str, *, depth: int = 3) -> VersionView:
+    """One version with its files (their manifests cached), its lineage ``depth`` levels deep
+    (parents and base models included), the model's aliases, the refs pointing at it and the
+    audit entries that name it — five statements, six when manifests must be loaded, whatever
+    the number of files, tensors, aliases, audit entries or the depth of the history.
+    The ref is resolved once."""
+    f = s.version_files.c
+    with reg.meta.read() as conn:
+        vid = resolve_id(reg, conn, ref)
+        rows: dict[str, Any] = {}
+        known = ancestry(conn, {vid: 0}, depth, rows)
+        root = known.get(vid)
+        if root is None or root.deleted is not None:
+            root = reg.resolve(ref, conn)  # raises: deleted (or gone meanwhile)
+        files = tuple(
+            FileEntry(*row)
+            for row in conn.execute(
+                sa.select(f.path, f.size, f.digest, f.format, f.manifest_id)
+                .where(f.version_id == vid)
+                .order_by(f.path)
+            )
+        )
+        v = replace(root, files=files)
+        known[vid] = v
+        reg.prefetch_manifests((fe.manifest_id for fe in files), versions=[vid])
+        graph = lineage_of(conn, v, depth, known=known)
+        mid = rows[vid].model_id
+        aliases, refs = ref_rows(conn, mid, v.model, [vid])
+        audit = audit_page(conn, mid, version=vid)
+    committed = rows[vid].metrics or {}
+    return VersionView(v, committed, graph, known, aliases, refs.get(vid, []), audit)
