@@ -9,13 +9,14 @@ with the same row decoding (:func:`tvc.repo.meta.version_from_row`).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
 
 from tvc.registry.aliases import ref_rows
-from tvc.registry.audit import audit_page
+from tvc.registry.audit import audit_facets, audit_page
 from tvc.registry.lineage import Lineage, ancestry, lineage_of
 from tvc.repo import names
 from tvc.repo import schema as s
@@ -150,11 +151,15 @@ def model_view(reg: Any, model: str, *, offset: int = 0, limit: int = 100) -> Mo
     move, and every live version's metrics (the charts; their count is the total) — five
     statements, six when manifests must be loaded, however many versions, aliases, tags or
     files the model has."""
-    v = s.versions.c
+    v, mo = s.versions.c, s.models.c
+    names.check_model_name(model)
+    # the model's id as a subquery of each statement, not a statement of its own
+    mid: Any = sa.select(mo.id).where(mo.name == model, mo.deleted.is_(None)).scalar_subquery()
     with reg.meta.read() as conn:
-        mid = reg.meta.model_id(conn, model)
-        live = sa.and_(v.model_id == mid, v.deleted.is_(None))
         series = metric_series(reg, model, conn=conn, mid=mid)
+        if not series:  # no live version: an empty model, or none (which says so)
+            mid = reg.meta.model_id(conn, model)
+        live = sa.and_(v.model_id == mid, v.deleted.is_(None))
         versions = _page(conn, model, live, offset, limit)
         aliases, refs = ref_rows(conn, mid, model, [x.id for x in versions])
         new = new_bytes(reg, versions, conn=conn)
@@ -180,7 +185,7 @@ def new_bytes(
             sa.select(f.version_id, f.path, f.manifest_id).where(f.version_id.in_(ids))
         ):
             files[vid].append((path, manifest))
-    reg.prefetch_manifests((m for rows in files.values() for _, m in rows), versions=ids)
+    reg.prefetch_manifests((m for rows in files.values() for _, m in rows), versions=ids, conn=conn)
     out: dict[str, int] = {}
     for v in versions:
         before = {m for _, m in files.get(firsts.get(v.id, ""), [])}
@@ -197,7 +202,7 @@ def new_bytes(
 
 
 def metric_series(
-    reg: Any, model: str, *, conn: sa.Connection | None = None, mid: int | None = None
+    reg: Any, model: str, *, conn: sa.Connection | None = None, mid: Any = None
 ) -> list[tuple[int, str, dict[str, Any]]]:
     """``(number, id, metrics)`` of every live version of a model, oldest first, metrics added
     later winning over committed ones — one query (the data of a metric chart)."""
@@ -229,10 +234,12 @@ def resolve_id(reg: Any, conn: sa.Connection, ref: str) -> str:
         if number < 2**62:
             arms.append(sa.select(v.model_id, v.id.label("vid")).where(v.number == number))
     else:
-        arms.append(sa.select(rc.model_id, rc.version_id).where(rc.name == r.rev))
+        arms.append(sa.select(rc.model_id, rc.version_id.label("vid")).where(rc.name == r.rev))
         if names.ID_PREFIX_RE.match(r.rev):
             arms.append(
-                sa.select(v.model_id, v.id).where(v.id.startswith(r.rev), v.deleted.is_(None))
+                sa.select(v.model_id, v.id.label("vid")).where(
+                    v.id.startswith(r.rev), v.deleted.is_(None)
+                )
             )
     if r.ancestors or not arms:
         return reg.resolve(r, conn).id
@@ -246,6 +253,24 @@ def resolve_id(reg: Any, conn: sa.Connection, ref: str) -> str:
     if len(rows) != len(found) or len(found) != 1:
         return reg.resolve(r, conn).id
     return found.pop()
+
+
+def files_with_manifests(reg: Any, conn: sa.Connection, vid: str) -> tuple[FileEntry, ...]:
+    """A version's files, their manifests joined in the same statement (decoded into the
+    registry's cache unless there already): the version page shows every file's tensors, so
+    it needs them all, and one statement reads them however many files there are."""
+    f, m = s.version_files.c, s.manifests.c
+    files = []
+    for path, size, digest, fmt, manifest_id, body in conn.execute(
+        sa.select(f.path, f.size, f.digest, f.format, f.manifest_id, m.body)
+        .join_from(s.version_files, s.manifests, m.id == f.manifest_id, isouter=True)
+        .where(f.version_id == vid)
+        .order_by(f.path)
+    ):
+        files.append(FileEntry(path, size, digest, fmt, manifest_id))
+        if body is not None:
+            reg.cache_manifest(manifest_id, body)
+    return tuple(files)
 
 
 @dataclass
@@ -267,7 +292,6 @@ def version_view(reg: Any, ref: str, *, depth: int = 3) -> VersionView:
     audit entries that name it — five statements, six when manifests must be loaded, whatever
     the number of files, tensors, aliases, audit entries or the depth of the history.
     The ref is resolved once."""
-    f = s.version_files.c
     with reg.meta.read() as conn:
         vid = resolve_id(reg, conn, ref)
         rows: dict[str, Any] = {}
@@ -275,20 +299,46 @@ def version_view(reg: Any, ref: str, *, depth: int = 3) -> VersionView:
         root = known.get(vid)
         if root is None or root.deleted is not None:
             root = reg.resolve(ref, conn)  # raises: deleted (or gone meanwhile)
-        files = tuple(
-            FileEntry(*row)
-            for row in conn.execute(
-                sa.select(f.path, f.size, f.digest, f.format, f.manifest_id)
-                .where(f.version_id == vid)
-                .order_by(f.path)
-            )
-        )
-        v = replace(root, files=files)
+        v = replace(root, files=files_with_manifests(reg, conn, vid))
         known[vid] = v
-        reg.prefetch_manifests((fe.manifest_id for fe in files), versions=[vid])
         graph = lineage_of(conn, v, depth, known=known)
         mid = rows[vid].model_id
         aliases, refs = ref_rows(conn, mid, v.model, [vid])
         audit = audit_page(conn, mid, version=vid)
     committed = rows[vid].metrics or {}
     return VersionView(v, committed, graph, known, aliases, refs.get(vid, []), audit)
+
+
+@dataclass
+class AuditView:
+    """What the audit page shows (see :func:`audit_view`)."""
+
+    facets: list[tuple[str, str, str, int]]  # (model, kind, actor, entries) the viewer may read
+    total: int  # entries that match the filters
+    entries: list[dict[str, Any]]  # the page
+
+
+def audit_view(
+    reg: Any,
+    model: str | None,
+    *,
+    kind: str | None = None,
+    actor: str | None = None,
+    offset: int = 0,
+    limit: int = 200,
+    may_read: Callable[[str], bool] = lambda _m: True,
+) -> AuditView:
+    """One page of the audit log and the choices of its filters: two statements (the grouped
+    facets — which also give the totals — and the page, filtered, ordered and paged in SQL),
+    three with a model, however long the log is. ``may_read``: which models the viewer may
+    see (a server token's); entries of others are neither counted nor shown."""
+    with reg.meta.read() as conn:
+        mid = reg.meta.model_id(conn, model) if model is not None else None
+        every = audit_facets(conn, mid)
+        facets = [f for f in every if may_read(f[0])]
+        total = sum(n for _m, k, a, n in facets if kind in (None, k) and actor in (None, a))
+        readable = None if mid is not None or len(facets) == len(every) else {f[0] for f in facets}
+        entries = audit_page(
+            conn, mid, limit=limit, offset=offset, kind=kind, actor=actor, models=readable
+        )
+    return AuditView(facets, total, entries)

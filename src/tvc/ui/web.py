@@ -415,28 +415,23 @@ class UI:
         actor = qp.get("actor", "").strip() or None
         if model:
             viewer.readable(model)
-        # the filters' choices and the totals from one grouped query; then one page of entries,
-        # filtered, ordered and paged in SQL (never the whole log)
-        every = self.reg.audit_facets(model)
-        facets = [f for f in every if viewer.may_read(f[0])]
-        kinds = sorted({k for _m, k, _a, _n in facets})
-        actors = sorted({a for _m, _k, a, _n in facets})
-        models = sorted({m for m, _k, _a, _n in facets})
-        total = sum(
-            n
-            for _m, k, a, n in facets
-            if (kind is None or k == kind) and (actor is None or a == actor)
-        )
+        # the filters' choices and the totals from one grouped query, then one page of entries
+        # filtered, ordered and paged in SQL: never the whole log
         pg = max(1, _int(qp.get("page"), 1))
-        pages = max(1, math.ceil(total / AUDIT_PER_PAGE))
-        entries = self.reg.audit(
+        view = batch.audit_view(
+            self.reg,
             model,
-            AUDIT_PER_PAGE,
-            offset=(pg - 1) * AUDIT_PER_PAGE,
             kind=kind,
             actor=actor,
-            models=None if model or len(facets) == len(every) else models,
+            offset=(pg - 1) * AUDIT_PER_PAGE,
+            limit=AUDIT_PER_PAGE,
+            may_read=viewer.may_read,
         )
+        kinds = sorted({k for _m, k, _a, _n in view.facets})
+        actors = sorted({a for _m, _k, a, _n in view.facets})
+        models = sorted({m for m, _k, _a, _n in view.facets})
+        entries, total = view.entries, view.total
+        pages = max(1, math.ceil(total / AUDIT_PER_PAGE))
         return self.render(
             request,
             viewer,
