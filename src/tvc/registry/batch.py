@@ -342,3 +342,86 @@ def audit_view(
             conn, mid, limit=limit, offset=offset, kind=kind, actor=actor, models=readable
         )
     return AuditView(facets, total, entries)
+
+
+def load_versions(conn: sa.Connection, ids: Any, *, files: bool = True) -> dict[str, Version]:
+    """Versions by id (a list, or a subquery of ids), with parents and, with ``files``, their
+    files: two statements however many (one without files), where ``load_version`` spends three
+    on each."""
+    v, p, mo = s.versions.c, s.version_parents.c, s.models.c
+    where = v.id.in_(ids if not isinstance(ids, (list, tuple, set)) else list(ids))
+    rows: dict[str, Any] = {}
+    parents: dict[str, list[str]] = {}
+    for row in conn.execute(
+        sa.select(s.versions, mo.name.label("model_name"), p.parent_id)
+        .join_from(s.versions, s.models, v.model_id == mo.id)
+        .outerjoin(s.version_parents, p.version_id == v.id)
+        .where(where)
+        .order_by(v.id, p.position)
+    ):
+        rows.setdefault(row.id, row)
+        lst = parents.setdefault(row.id, [])
+        if row.parent_id is not None:
+            lst.append(row.parent_id)
+    fs: dict[str, list[FileEntry]] = defaultdict(list)
+    if files and rows:
+        f = s.version_files.c
+        for vid, *entry in conn.execute(
+            sa.select(f.version_id, f.path, f.size, f.digest, f.format, f.manifest_id)
+            .where(f.version_id.in_(list(rows)))
+            .order_by(f.version_id, f.path)
+        ):
+            fs[vid].append(FileEntry(*entry))
+    return {
+        vid: version_from_row(r, r.model_name, parents[vid], tuple(fs.get(vid, ())))
+        for vid, r in rows.items()
+    }
+
+
+def first_parent_chain(reg: Any, start: str, n: int) -> list[Version]:
+    """``start`` and up to ``n - 1`` of its first-parent ancestors, newest first, with files and
+    their manifests cached — the versions of a recursive CTE's chain in one statement, their
+    files in one, the manifests the cache lacks in one: what a blame walk reads, a window at a
+    time."""
+    p = s.version_parents.c
+    anchor = sa.select(
+        sa.cast(sa.literal(start), sa.Text).label("id"),
+        sa.cast(sa.literal(1), sa.Integer).label("k"),
+    )
+    walk = anchor.cte("chain", recursive=True)
+    step = (
+        sa.select(sa.cast(p.parent_id, sa.Text), sa.cast(walk.c.k + 1, sa.Integer))
+        .join_from(walk, s.version_parents, sa.and_(p.version_id == walk.c.id, p.position == 0))
+        .where(walk.c.k < n)
+    )
+    walk = walk.union_all(step)
+    with reg.meta.read() as conn:
+        found = load_versions(conn, sa.select(walk.c.id))
+        reg.prefetch_manifests(
+            (fe.manifest_id for v in found.values() for fe in v.files),
+            versions=list(found),
+            conn=conn,
+        )
+    out, vid = [], start
+    while vid in found and len(out) < n:
+        out.append(found[vid])
+        vid = found[vid].parents[0] if found[vid].parents else None
+    return out
+
+
+def versions_for(reg: Any, refs: list[str]) -> list[Version]:
+    """Several refs resolved once each and loaded with their files and manifests (the compare
+    page's two versions): one read, a statement per ref and three for all of them together."""
+    with reg.meta.read() as conn:
+        ids = [resolve_id(reg, conn, ref) for ref in refs]
+        found = load_versions(conn, ids)
+        reg.prefetch_manifests(
+            (fe.manifest_id for v in found.values() for fe in v.files), versions=ids, conn=conn
+        )
+        out = []
+        for ref, vid in zip(refs, ids, strict=True):
+            v = found.get(vid)
+            if v is None or v.deleted is not None:
+                v = reg.resolve(ref, conn)  # says why (deleted, or gone meanwhile)
+            out.append(v)
+    return out

@@ -381,8 +381,11 @@ class UI:
         if a and b:
             for ref in (a, b):
                 viewer.readable(ref.split("@", 1)[0].split("~", 1)[0])
-            diff = self.reg.diff(a, b)
-            blame = self.reg.blame(diff.b.ref)
+            from tvc.analysis import blame_version, diff_versions
+
+            va, vb = batch.versions_for(self.reg, [a, b])  # each ref resolved once
+            diff = diff_versions(self.reg, va, vb)
+            blame = blame_version(self.reg, vb)
             blamed = {(e.path, e.name): e for e in blame.tensors}
             order = {"changed": 0, "shape_changed": 1, "dtype_changed": 2, "added": 3}
             order.update({"removed": 4, "unchanged": 5})
