@@ -20,7 +20,7 @@ from tvc.registry.audit import audit_facets, audit_page
 from tvc.registry.lineage import Lineage, ancestry, lineage_of
 from tvc.repo import names
 from tvc.repo import schema as s
-from tvc.repo.meta import version_from_row
+from tvc.repo.meta import load_versions, version_from_row
 from tvc.repo.version import FileEntry, Version
 
 
@@ -342,40 +342,6 @@ def audit_view(
             conn, mid, limit=limit, offset=offset, kind=kind, actor=actor, models=readable
         )
     return AuditView(facets, total, entries)
-
-
-def load_versions(conn: sa.Connection, ids: Any, *, files: bool = True) -> dict[str, Version]:
-    """Versions by id (a list, or a subquery of ids), with parents and, with ``files``, their
-    files: two statements however many (one without files), where ``load_version`` spends three
-    on each."""
-    v, p, mo = s.versions.c, s.version_parents.c, s.models.c
-    where = v.id.in_(ids if not isinstance(ids, (list, tuple, set)) else list(ids))
-    rows: dict[str, Any] = {}
-    parents: dict[str, list[str]] = {}
-    for row in conn.execute(
-        sa.select(s.versions, mo.name.label("model_name"), p.parent_id)
-        .join_from(s.versions, s.models, v.model_id == mo.id)
-        .outerjoin(s.version_parents, p.version_id == v.id)
-        .where(where)
-        .order_by(v.id, p.position)
-    ):
-        rows.setdefault(row.id, row)
-        lst = parents.setdefault(row.id, [])
-        if row.parent_id is not None:
-            lst.append(row.parent_id)
-    fs: dict[str, list[FileEntry]] = defaultdict(list)
-    if files and rows:
-        f = s.version_files.c
-        for vid, *entry in conn.execute(
-            sa.select(f.version_id, f.path, f.size, f.digest, f.format, f.manifest_id)
-            .where(f.version_id.in_(list(rows)))
-            .order_by(f.version_id, f.path)
-        ):
-            fs[vid].append(FileEntry(*entry))
-    return {
-        vid: version_from_row(r, r.model_name, parents[vid], tuple(fs.get(vid, ())))
-        for vid, r in rows.items()
-    }
 
 
 def first_parent_chain(reg: Any, start: str, n: int) -> list[Version]:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from tvc.errors import UnknownRefError, UsageError
 from tvc.repo import schema as s
-from tvc.repo.meta import version_from_row
+from tvc.repo.meta import load_versions
 from tvc.repo.version import Version, iso
 
 
@@ -65,7 +65,6 @@ def ancestry(
     joined to the version rows and their parents. Levels are what the walk needs to stop; the
     result is a superset of what the graph shows, never a version per query. ``rows_out``
     receives the ``versions`` rows themselves (committed metrics, model id)."""
-    v, p = s.versions.c, s.version_parents.c
     # typed alike in both terms (PostgreSQL insists): text ids, integer levels
     anchors = [
         sa.select(
@@ -82,8 +81,11 @@ def ancestry(
     pv, pp = s.versions.alias("pv"), s.version_parents.alias("pp")
     first = sa.or_(pp.c.position.is_(None), pp.c.position == 0)
     dst = sa.case((slot.c.k == 0, pp.c.parent_id), (first, pv.c.base), else_=sa.null())
+    # without a depth the level does not matter: kept at 0, UNION then visits each version
+    # once (with levels, a history of many merges reaches a version at many levels)
+    level = walk.c.level + 1 if depth is not None else walk.c.level
     step = (
-        sa.select(sa.cast(dst, sa.Text), sa.cast(walk.c.level + 1, sa.Integer))
+        sa.select(sa.cast(dst, sa.Text), sa.cast(level, sa.Integer))
         .select_from(walk)
         .join(pv, pv.c.id == walk.c.id)
         .join(slot, sa.true())
@@ -93,23 +95,7 @@ def ancestry(
     if depth is not None:
         step = step.where(walk.c.level < depth)
     walk = walk.union(step)
-    q = (
-        sa.select(s.versions, s.models.c.name.label("model_name"), p.parent_id)
-        .join_from(s.versions, s.models, v.model_id == s.models.c.id)
-        .outerjoin(s.version_parents, p.version_id == v.id)
-        .where(v.id.in_(sa.select(walk.c.id)))
-        .order_by(v.id, p.position)
-    )
-    rows: dict[str, Any] = {}
-    parents: dict[str, list[str]] = {}
-    for row in conn.execute(q):
-        rows.setdefault(row.id, row)
-        lst = parents.setdefault(row.id, [])
-        if row.parent_id is not None:
-            lst.append(row.parent_id)
-    if rows_out is not None:
-        rows_out.update(rows)
-    return {vid: version_from_row(r, r.model_name, parents[vid]) for vid, r in rows.items()}
+    return load_versions(conn, sa.select(walk.c.id), files=False, rows_out=rows_out)
 
 
 def _dataset_inputs(v: Version) -> list[tuple[str, dict[str, Any]]]:
