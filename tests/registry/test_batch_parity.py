@@ -268,3 +268,43 @@ def test_resolve_id_is_resolve(reg, commit):
     with pytest.raises(Exception, match="no version"), reg.meta.read() as conn:
         batch.resolve_id(reg, conn, "m@v9")
     assert v2.parents == (v1.id,)
+
+
+def test_page_views_are_the_per_version_reads(reg, commit):
+    """The model, version, compare and audit pages' batch reads give what the per-version API
+    gives — on both databases (the server runs them on PostgreSQL)."""
+    base = commit(model="pre", message="pre")
+    v1 = commit(message="one", metrics={"acc": 0.5})
+    side = commit(message="side", branch="exp")
+    v3 = commit(message="merge", merge_parents=[side.id], base=base.ref)
+    reg.set_alias("m", "prod", "v1")
+    reg.set_alias("m", "prod", "v3", reason="better")
+    reg.tag("m", "t", "v3")
+    reg.set_state("m@v3", "training")
+    reg.add_metrics("m@v3", {"f1": 0.7})
+
+    view = batch.model_view(reg, "m", offset=0, limit=2)
+    assert view.total == 3
+    assert [v.number for v in view.versions] == [3, 2]
+    for v in view.versions:
+        want = reg.version(v.id)
+        assert v.parents == want.parents and v.metrics == want.metrics
+    assert view.versions[0].parents == (v1.id, side.id)  # a merge's parents, in order
+    assert view.aliases == reg.aliases("m")
+    assert sorted(view.refs[v3.id]) == sorted(reg.refs_pointing_at(v3))
+    assert [(n, i) for n, i, _m in view.series] == [(1, v1.id), (2, side.id), (3, v3.id)]
+
+    page = batch.version_view(reg, "m@prod", depth=3)
+    assert page.version == reg.resolve("m@prod")
+    assert page.committed == {}
+    assert page.lineage.to_json() == reg.lineage("m@prod", depth=3).to_json()
+    assert page.known[base.id].ref == "pre@v1"
+    assert sorted(page.refs) == sorted(reg.refs_pointing_at(v3))
+    assert page.audit == [e for e in reg.audit("m") if v3.ref in (e["name"], e["from"], e["to"])]
+    assert [batch.versions_for(reg, ["m@v1", "m@exp"])[i].id for i in (0, 1)] == [v1.id, side.id]
+
+    audit = batch.audit_view(reg, None, kind="alias", limit=1)
+    assert audit.total == 2 and audit.entries == reg.audit(None, 1, kind="alias")
+    only_pre = batch.audit_view(reg, None, may_read=lambda m: m == "pre")
+    mine = [e for e in reg.audit() if e["model"] == "pre"]  # its branch's creation
+    assert only_pre.total == len(mine) == 1 and only_pre.entries == mine
