@@ -145,9 +145,15 @@ class AuditMixin:
         with self.meta.read() as conn:
             mid = self.meta.model_id(conn, model) if model is not None else None
             return audit_page(
-                conn, mid, limit=limit, offset=offset, kind=kind, actor=actor, version=version,
+                conn,
+                mid,
+                limit=limit,
+                offset=offset,
+                kind=kind,
+                actor=actor,
+                version=version,
                 models=models,
-            )  # fmt: skip
+            )
 
     def audit_facets(self, model: str | None = None) -> list[tuple[str, str, str, int]]:
         """``(model, kind, actor, entries)`` for every combination the audit log holds (of one

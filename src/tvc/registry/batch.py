@@ -26,7 +26,7 @@ from tvc.repo.version import FileEntry, Version
 
 def model_summaries(reg: Any) -> list[dict[str, Any]]:
     """Every model with its latest live version (number, state, message), its version count,
-    its refs and its last change (a commit or any audited event), in three queries."""
+    its refs and its last change (a commit or any audited event), in two statements."""
     mo, v, r = s.models.c, s.versions.c, s.refs.c
     agg = (
         sa.select(
@@ -39,19 +39,35 @@ def model_summaries(reg: Any) -> list[dict[str, Any]]:
         .group_by(v.model_id)
         .subquery()
     )
-    q = (
-        sa.select(mo.id, mo.name, agg.c.count, agg.c.updated, v.number, v.state, v.message, v.id)
-        .join_from(s.models, agg, agg.c.mid == mo.id, isouter=True)
-        .join(s.versions, sa.and_(v.model_id == mo.id, v.number == agg.c.latest), isouter=True)
-        .where(mo.deleted.is_(None))
-        .order_by(mo.name)
-    )
-    events = sa.union_all(
+    logs = sa.union_all(
         *(
             sa.select(t.c.model_id, sa.func.max(t.c.at).label("at")).group_by(t.c.model_id)
             for t in (s.ref_events, s.state_events, s.metric_events)
         )
     ).subquery()
+    events = (
+        sa.select(logs.c.model_id, sa.func.max(logs.c.at).label("at"))
+        .group_by(logs.c.model_id)
+        .subquery()
+    )
+    q = (
+        sa.select(
+            mo.id,
+            mo.name,
+            agg.c.count,
+            agg.c.updated,
+            v.number,
+            v.state,
+            v.message,
+            v.id,
+            events.c.at,
+        )
+        .join_from(s.models, agg, agg.c.mid == mo.id, isouter=True)
+        .join(s.versions, sa.and_(v.model_id == mo.id, v.number == agg.c.latest), isouter=True)
+        .join(events, events.c.model_id == mo.id, isouter=True)
+        .where(mo.deleted.is_(None))
+        .order_by(mo.name)
+    )
     with reg.meta.read() as conn:
         rows = conn.execute(q).all()
         refs: dict[int, list[tuple[str, str, int]]] = defaultdict(list)
@@ -61,14 +77,9 @@ def model_summaries(reg: Any) -> list[dict[str, Any]]:
             .order_by(r.kind, r.name)
         ):
             refs[mid].append((kind, name, number))
-        last_event = dict(
-            conn.execute(
-                sa.select(events.c.model_id, sa.func.max(events.c.at)).group_by(events.c.model_id)
-            ).all()
-        )
     out = []
-    for mid, name, count, updated, number, state, message, vid in rows:
-        changed = max(x for x in (updated, last_event.get(mid), 0.0) if x is not None)
+    for mid, name, count, updated, number, state, message, vid, last_event in rows:
+        changed = max(x for x in (updated, last_event, 0.0) if x is not None)
         out.append(
             {
                 "model": name,
