@@ -40,7 +40,7 @@ PAGES = [
 # list pages; every other page at most 6. Compare: 6 for the two versions, 4 for blame's first
 # window of history, 4 for the base models and merge parents it names, and the diff's reading
 # of the changed tensors (the chunk index: that is the work)
-LIMITS = {"/ui/": 3, "/ui/audit": 4, "/ui/compare": 18}
+LIMITS = {"/ui/": 3, "/ui/audit": 3, "/ui/compare": 18}
 
 
 def build(root: Path, *, bulk: int, aliases: int, events: int) -> Path:

@@ -30,7 +30,7 @@ def _null(type_: Any) -> Any:
 
 
 def _events(
-    mid: int | None,
+    mid: Any,  # a model id, a subquery giving one, or None (every model)
     *,
     kind: str | None = None,
     actor: str | None = None,
@@ -165,7 +165,7 @@ class AuditMixin:
 
 def audit_page(
     conn: sa.Connection,
-    mid: int | None,
+    mid: Any,  # a model id, a subquery giving one, or None (every model)
     *,
     limit: int | None = None,
     offset: int = 0,
@@ -231,7 +231,7 @@ def audit_page(
     return out
 
 
-def audit_facets(conn: sa.Connection, mid: int | None) -> list[tuple[str, str, str, int]]:
+def audit_facets(conn: sa.Connection, mid: Any) -> list[tuple[str, str, str, int]]:
     u = _events(mid)
     mo = s.models.c
     q = (

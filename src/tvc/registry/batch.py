@@ -341,11 +341,17 @@ def audit_view(
 ) -> AuditView:
     """One page of the audit log and the choices of its filters: two statements (the grouped
     facets — which also give the totals — and the page, filtered, ordered and paged in SQL),
-    three with a model, however long the log is. ``may_read``: which models the viewer may
+    however long the log is. ``may_read``: which models the viewer may
     see (a server token's); entries of others are neither counted nor shown."""
+    mid: Any = None
+    if model is not None:  # its id as a subquery; looked up only when nothing matches
+        names.check_model_name(model)
+        mo = s.models.c
+        mid = sa.select(mo.id).where(mo.name == model, mo.deleted.is_(None)).scalar_subquery()
     with reg.meta.read() as conn:
-        mid = reg.meta.model_id(conn, model) if model is not None else None
         every = audit_facets(conn, mid)
+        if model is not None and not every:
+            mid = reg.meta.model_id(conn, model)  # unknown: says so; else an empty log
         facets = [f for f in every if may_read(f[0])]
         total = sum(n for _m, k, a, n in facets if kind in (None, k) and actor in (None, a))
         readable = None if mid is not None or len(facets) == len(every) else {f[0] for f in facets}
