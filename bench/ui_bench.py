@@ -1,13 +1,15 @@
-"""Web UI render times: a model page of a model with 5,000 versions and a version page of a
-version with 2,000 tensors (issue 17: each under a second), with the SQL statements each page
-runs.
+"""Web UI render times of every page — the model page of a model with 5,000 versions, the
+version page of a version with 2,000 tensors (issue 17: each under a second), the models page,
+the audit page over 10,000 entries and the compare page — with the SQL statements each runs
+(issue 17: a fixed number per page, not one per row).
 
 The 2,000-tensor version is a real commit (a safetensors file of 2,000 small tensors). The
 5,000-version model starts as 20 real commits (a small safetensors file changing one tensor
 each time); the other 4,980 versions are written in bulk into the metadata DB as more versions
 of the same chain, each with the files of one of the real ones, so the pages read real
 manifests and chunk lists, while building the registry takes seconds instead of the minutes
-5,000 commits take here.
+5,000 commits take here. The audit log gets 10,000 entries (alias moves, transitions,
+metrics added later) and the model ten aliases and ten tags, written the same way.
 
 Pages are rendered in-process through the ASGI app ``tvc ui`` serves (Starlette's TestClient:
 no socket, no browser), ``--runs`` times each (default 7); the median is reported, with the
