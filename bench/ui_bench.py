@@ -1,13 +1,15 @@
-"""Web UI render times: a model page of a model with 5,000 versions and a version page of a
-version with 2,000 tensors (issue 17: each under a second), with the SQL statements each page
-runs.
+"""Web UI render times of every page — the model page of a model with 5,000 versions, the
+version page of a version with 2,000 tensors (issue 17: each under a second), the models page,
+the audit page over 10,000 entries and the compare page — with the SQL statements each runs
+(issue 17: a fixed number per page, not one per row).
 
 The 2,000-tensor version is a real commit (a safetensors file of 2,000 small tensors). The
 5,000-version model starts as 20 real commits (a small safetensors file changing one tensor
 each time); the other 4,980 versions are written in bulk into the metadata DB as more versions
 of the same chain, each with the files of one of the real ones, so the pages read real
 manifests and chunk lists, while building the registry takes seconds instead of the minutes
-5,000 commits take here.
+5,000 commits take here. The audit log gets 10,000 entries (alias moves, transitions,
+metrics added later) and the model ten aliases and ten tags, written the same way.
 
 Pages are rendered in-process through the ASGI app ``tvc ui`` serves (Starlette's TestClient:
 no socket, no browser), ``--runs`` times each (default 7); the median is reported, with the
@@ -32,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 
-def build(root: Path, versions: int, tensors: int) -> Path:
+def build(root: Path, versions: int, tensors: int, audit: int = 10000) -> Path:
     import sqlalchemy as sa
     from safetensors.numpy import save_file
 
@@ -114,6 +116,43 @@ def build(root: Path, versions: int, tensors: int) -> Path:
                 .values(version_id=prev)
             )
             conn.execute(s.models.update().where(mo.id == mid).values(last_number=versions))
+        # an audit log of `audit` entries (alias moves, transitions, metrics added later) and a
+        # few aliases and tags, so that pages that list them have many to list
+        ids = [row.id for row in rows] + [d["id"] for d in new_versions]
+        t0 = last.created + versions + 1
+        ref_ev, state_ev, metric_ev = [], [], []
+        for i in range(audit):
+            vid, at = ids[i % len(ids)], t0 + i
+            who = f"user{i % 7}"
+            if i % 3 == 0:
+                ref_ev.append(
+                    dict(model_id=mid, kind="alias", name=f"a{i % 5}", old_version=None,
+                         new_version=vid, actor=who, at=at, reason="bench", forced=False,
+                         rollback=False)
+                )  # fmt: skip
+            elif i % 3 == 1:
+                state_ev.append(
+                    dict(model_id=mid, version_id=vid, old_state="created", new_state="trained",
+                         actor=who, at=at, reason="", forced=False, overridden=None)
+                )  # fmt: skip
+            else:
+                metric_ev.append(
+                    dict(model_id=mid, version_id=vid, metrics={"f1": i / audit}, previous={},
+                         actor=who, at=at, reason="")
+                )  # fmt: skip
+        for table, rows_ in (
+            (s.ref_events, ref_ev),
+            (s.state_events, state_ev),
+            (s.metric_events, metric_ev),
+        ):
+            if rows_:
+                conn.execute(table.insert(), rows_)
+        refs = [
+            {"model_id": mid, "kind": kind, "name": f"{kind[0]}{i}", "version_id": ids[-1 - i]}
+            for kind in ("alias", "tag")
+            for i in range(min(10, len(ids)))
+        ]
+        conn.execute(s.refs.insert(), refs)
     reg.close()
     return root / "reg"
 
@@ -139,8 +178,12 @@ def measure(data: Path, runs: int) -> list[dict]:
         ("model page, 5,000 versions, 2 metric charts", "/ui/m/long?metric=acc&metric=loss"),
         ("version page, 2,000 tensors (tensors 1-250)", "/ui/v/wide@v1"),
         ("version page, 2,000 tensors, filtered", "/ui/v/wide@v1?filter=blocks.7."),
+        ("version page, newest of a 5,000-version chain", "/ui/v/long@main"),
         ("models page", "/ui/"),
-        ("audit page", "/ui/audit"),
+        ("audit page, 10,000 entries (page 1)", "/ui/audit"),
+        ("audit page, 10,000 entries (page 3, one actor)", "/ui/audit?actor=user3&page=3"),
+        ("audit page, 10,000 entries, one model and kind", "/ui/audit?model=long&kind=state"),
+        ("compare page, 2 versions of 6 tensors", "/ui/compare?a=long@v19&b=long@v20"),
     ]
     out = []
     for name, path in pages:

@@ -101,3 +101,21 @@ def test_cli(chain, capsys, monkeypatch):
     assert list(t) == ["path", "name", "version", "base", "merged_from"]
     assert list(t["version"]) == ["ref", "id", "short_id", "created", "author", "message"]
     assert main(["blame", "mlp@v3", "nope"]) == 4
+
+
+def test_a_long_history_is_walked_window_by_window(reg, folder, tunes):
+    """40 versions: the head changes every time, fc1 once at v1 and fc2 at v13 — the walk
+    crosses several of its windows (8, 16, 32 versions) and blames each tensor exactly."""
+    w = dict(tunes.base)
+    for n in range(1, 41):
+        w = {**w, "head.bias": w["head.bias"] + 0.01}
+        if n == 13:
+            w["fc2.bias"] = w["fc2.bias"] + 1.0
+        reg.commit("long", [folder(w)], f"step {n}")
+    got = owners(reg.blame("long@v40"))
+    assert got["head.bias"] == "long@v40"
+    assert got["fc1.weight"] == "long@v1"
+    assert got["fc2.bias"] == "long@v13"
+    assert got["fc2.weight"] == "long@v1"
+    assert reg.blame("long@v40").file("config.json").version.ref == "long@v1"
+    assert owners(reg.blame("long@v12"))["fc2.bias"] == "long@v1"

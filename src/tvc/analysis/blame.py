@@ -101,8 +101,9 @@ def blame_version(repo: Repository, version: Version, path: str | None = None) -
     open_files, open_tensors = set(file_owner), set(tensor_owner)
 
     cur = version
+    chain = _Chain(repo)
     while (open_files or open_tensors) and cur.parents:
-        parent = repo.version(cur.parents[0])
+        parent = chain.parent(cur)
         pfiles = {f.path: f for f in parent.files}
         for p in list(open_files):
             pf = pfiles.get(p)
@@ -126,7 +127,10 @@ def blame_version(repo: Repository, version: Version, path: str | None = None) -
                 open_tensors.discard(key)
         cur = parent
 
-    loaded: dict[str, Version] = {}
+    # the base models and other merge parents the entries may name: loaded together
+    owners = {v.id: v for v in [*file_owner.values(), *tensor_owner.values()]}.values()
+    wanted_ids = {o.base for o in owners if o.base} | {p for o in owners for p in o.parents[1:]}
+    loaded: dict[str, Version] = chain.load_many(wanted_ids)
 
     def load(vid: str) -> Version:
         if vid not in loaded:
@@ -170,6 +174,42 @@ def blame_version(repo: Repository, version: Version, path: str | None = None) -
         via = merged_from(owner, p, name, lambda r, fp=fp: r.fingerprint == fp)
         out.tensors.append(BlameEntry(p, name, owner, b if same else None, via))
     return out
+
+
+class _Chain:
+    """The first-parent history a blame walks, read a window at a time (8 versions, then 16,
+    32…, with their files and manifests: a few statements per window, see
+    :func:`tvc.registry.batch.first_parent_chain`) instead of a version per step."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self.seen: dict[str, Version] = {}
+        self.window = 8
+
+    def parent(self, v: Version) -> Version:
+        from tvc.registry import batch
+
+        pid = v.parents[0]
+        if pid not in self.seen:
+            for w in batch.first_parent_chain(self.repo, pid, self.window):
+                self.seen[w.id] = w
+            self.window = min(self.window * 2, 4096)
+        return self.seen.get(pid) or self.repo.version(pid)  # absent: its error
+
+    def load_many(self, ids: set[str]) -> dict[str, Version]:
+        from tvc.registry import batch
+
+        missing = [i for i in ids if i not in self.seen]
+        if missing:
+            with self.repo.meta.read() as conn:
+                found = batch.load_versions(conn, missing)
+                self.repo.prefetch_manifests(
+                    (fe.manifest_id for w in found.values() for fe in w.files),
+                    versions=list(found),
+                    conn=conn,
+                )
+            self.seen.update(found)
+        return {i: self.seen[i] for i in ids if i in self.seen}
 
 
 def _find_in_base(base: Version, path: str, name: str, tensors_of) -> T.TensorRef | None:

@@ -13,6 +13,7 @@ Vocabulary
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,37 +180,8 @@ class AliasesMixin:
 
     def aliases(self, model: str) -> list[dict[str, Any]]:
         """Current aliases of a model: name, version, id, and the last move (when, who, why)."""
-        r, v, e = s.refs.c, s.versions.c, s.ref_events.c
         with self.meta.read() as conn:
-            mid = self.meta.model_id(conn, model)
-            rows = conn.execute(
-                sa.select(r.name, r.version_id, v.number, v.state)
-                .join_from(s.refs, s.versions, r.version_id == v.id)
-                .where(r.model_id == mid, r.kind == "alias")
-                .order_by(r.name)
-            ).all()
-            out = []
-            for name, vid, number, state in rows:
-                last = conn.execute(
-                    sa.select(e.actor, e.at, e.reason, e.forced)
-                    .where(e.model_id == mid, e.kind == "alias", e.name == name)
-                    .order_by(e.id.desc())
-                    .limit(1)
-                ).first()
-                out.append(
-                    {
-                        "alias": name,
-                        "version": f"v{number}",
-                        "ref": f"{model}@v{number}",
-                        "id": vid,
-                        "state": state,
-                        "since": iso(last.at) if last else None,
-                        "actor": last.actor if last else None,
-                        "reason": last.reason if last else None,
-                        "forced": bool(last.forced) if last else False,
-                    }
-                )
-            return out
+            return alias_rows(conn, self.meta.model_id(conn, model), model)
 
     def alias_history(self, model: str, alias: str) -> list[AliasEvent]:
         """Every move of one alias, oldest first."""
@@ -280,3 +252,70 @@ class AliasesMixin:
             )
             assert event is not None
             return event
+
+
+def alias_rows(conn: sa.Connection, mid: int, model: str) -> list[dict[str, Any]]:
+    """:meth:`AliasesMixin.aliases` in one statement, inside a caller's read transaction."""
+    return ref_rows(conn, mid, model)[0]
+
+
+def ref_rows(
+    conn: sa.Connection, mid: int, model: str, versions: Sequence[str] = ()
+) -> tuple[list[dict[str, Any]], dict[str, list[tuple[str, str]]]]:
+    """``(aliases, refs)``: the model's aliases as :meth:`AliasesMixin.aliases` gives them,
+    each joined to its last move, and the refs ``(kind, name)`` pointing at each of
+    ``versions`` — one statement, however many aliases, tags or versions."""
+    r, v = s.refs.c, s.versions.c
+    e = s.ref_events.c
+    last = (
+        sa.select(e.name, sa.func.max(e.id).label("last"))
+        .where(e.model_id == mid, e.kind == "alias")
+        .group_by(e.name)
+        .subquery()
+    )
+    ev = s.ref_events.alias("ev")
+    wanted = r.kind == "alias"
+    if versions:
+        wanted = sa.or_(wanted, r.version_id.in_(list(versions)))
+    rows = conn.execute(
+        sa.select(
+            r.kind,
+            r.name,
+            r.version_id,
+            v.number,
+            v.state,
+            ev.c.actor,
+            ev.c.at,
+            ev.c.reason,
+            ev.c.forced,
+            ev.c.id,
+        )
+        .join_from(s.refs, s.versions, r.version_id == v.id)
+        .outerjoin(last, sa.and_(r.kind == "alias", last.c.name == r.name))
+        .outerjoin(ev, ev.c.id == last.c.last)
+        .where(r.model_id == mid, wanted)
+        .order_by(r.kind, r.name)
+    ).all()
+    aliases = []
+    pointing: dict[str, list[tuple[str, str]]] = {}
+    chosen = set(versions)
+    for kind, name, vid, number, state, actor, at, reason, forced, ev_id in rows:
+        if vid in chosen:
+            pointing.setdefault(vid, []).append((kind, name))
+        if kind != "alias":
+            continue
+        seen = ev_id is not None
+        aliases.append(
+            {
+                "alias": name,
+                "version": f"v{number}",
+                "ref": f"{model}@v{number}",
+                "id": vid,
+                "state": state,
+                "since": iso(at) if seen else None,
+                "actor": actor if seen else None,
+                "reason": reason if seen else None,
+                "forced": bool(forced) if seen else False,
+            }
+        )
+    return aliases, pointing

@@ -4,10 +4,16 @@ It merges the append-only logs: ``ref_events`` (alias moves and rollbacks, tags,
 and deletion), ``state_events`` (lifecycle transitions) and ``metric_events`` (metrics added
 after the commit). It answers "which version was in production when, who put it there, and
 why" without joining anything by hand.
+
+The merge is one SQL statement (a ``UNION ALL`` of the three logs, ordered by time, filtered and
+paged in the database): a page of the web UI over 10,000 entries reads one page of rows, not the
+whole log. Ties in time keep the order the old Python merge gave them: ref events, then state
+events, then metric events, each in the order they were recorded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,80 +21,223 @@ import sqlalchemy as sa
 from tvc.repo import schema as s
 from tvc.repo.version import iso
 
+# The union's arms, in the order ties in time are broken (the old merge's order).
+REF, STATE, METRICS = 0, 1, 2
+
+
+def _null(type_: Any) -> Any:
+    return sa.cast(sa.null(), type_)
+
+
+def _events(
+    mid: Any,  # a model id, a subquery giving one, or None (every model)
+    *,
+    kind: str | None = None,
+    actor: str | None = None,
+    version: str | None = None,
+) -> sa.Subquery:
+    """The three logs as one relation with aligned columns; ``va``/``vb`` are the versions an
+    entry names (a ref move's old/new target; the version of a state or metrics entry)."""
+    re, se, me = s.ref_events.c, s.state_events.c, s.metric_events.c
+    refs = sa.select(
+        sa.literal(REF).label("src"),
+        re.id,
+        re.at,
+        re.actor,
+        re.model_id,
+        re.kind,
+        re.name,
+        re.old_version.label("va"),
+        re.new_version.label("vb"),
+        _null(sa.String(32)).label("old_state"),
+        _null(sa.String(32)).label("new_state"),
+        _null(sa.JSON).label("metrics"),
+        _null(sa.JSON).label("previous"),
+        re.reason,
+        re.forced,
+        re.rollback,
+        _null(sa.Text).label("overridden"),
+    )
+    states = sa.select(
+        sa.literal(STATE),
+        se.id,
+        se.at,
+        se.actor,
+        se.model_id,
+        sa.literal("state", sa.String(16)),
+        _null(sa.String(255)),
+        se.version_id,
+        _null(sa.String(64)),
+        se.old_state,
+        se.new_state,
+        _null(sa.JSON),
+        _null(sa.JSON),
+        se.reason,
+        se.forced,
+        sa.false(),
+        se.overridden,
+    )
+    metrics = sa.select(
+        sa.literal(METRICS),
+        me.id,
+        me.at,
+        me.actor,
+        me.model_id,
+        sa.literal("metrics", sa.String(16)),
+        _null(sa.String(255)),
+        me.version_id,
+        _null(sa.String(64)),
+        _null(sa.String(32)),
+        _null(sa.String(32)),
+        me.metrics,
+        me.previous,
+        me.reason,
+        sa.false(),
+        sa.false(),
+        _null(sa.Text),
+    )
+    arms = []
+    for arm, t, k in ((refs, re, None), (states, se, "state"), (metrics, me, "metrics")):
+        if kind is not None:
+            if k is None:
+                arm = arm.where(re.kind == kind)
+            elif k != kind:
+                continue
+        if mid is not None:
+            arm = arm.where(t.model_id == mid)
+        if actor is not None:
+            arm = arm.where(t.actor == actor)
+        if version is not None:
+            if k is None:
+                arm = arm.where(sa.or_(re.old_version == version, re.new_version == version))
+            else:
+                arm = arm.where(t.version_id == version)
+        arms.append(arm)
+    if not arms:  # a kind no log has: an empty relation of the same shape
+        arms.append(refs.where(sa.false()))
+    return (sa.union_all(*arms) if len(arms) > 1 else arms[0]).subquery("events")
+
 
 class AuditMixin:
-    """``audit`` for ModelRegistry."""
+    """``audit`` and ``audit_facets`` for ModelRegistry."""
 
-    def audit(self, model: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    def audit(
+        self,
+        model: str | None = None,
+        limit: int | None = None,
+        *,
+        offset: int = 0,
+        kind: str | None = None,
+        actor: str | None = None,
+        version: str | None = None,
+        models: Iterable[str] | None = None,
+    ) -> list[dict[str, Any]]:
         """Entries ``{at, actor, model, kind, name, from, to, reason, forced}``, newest first.
 
         ``kind``: alias, tag, branch (``name`` is the ref; from/to are versions), state
         (``name`` is the version; from/to are states), metrics (``to`` holds the values set,
         ``from`` what those keys held before).
+
+        Filters and paging run in SQL, in one statement: ``kind``, ``actor``, ``version`` (a
+        version id: the entries that name it), ``models`` (only these model names — what a
+        token may read), ``limit``/``offset``.
         """
         with self.meta.read() as conn:
             mid = self.meta.model_id(conn, model) if model is not None else None
-            v, mo = s.versions.c, s.models.c
-            q = sa.select(v.id, mo.name, v.number).join_from(
-                s.versions, s.models, v.model_id == mo.id
+            return audit_page(
+                conn,
+                mid,
+                limit=limit,
+                offset=offset,
+                kind=kind,
+                actor=actor,
+                version=version,
+                models=models,
             )
-            if mid is not None:
-                q = q.where(v.model_id == mid)
-            refs = {vid: f"{name}@v{n}" for vid, name, n in conn.execute(q)}
-            model_names = dict(conn.execute(sa.select(mo.id, mo.name)).all())
-            out: list[dict[str, Any]] = []
 
-            def where(table: sa.Table):
-                q = sa.select(table)
-                return q if mid is None else q.where(table.c.model_id == mid)
+    def audit_facets(self, model: str | None = None) -> list[tuple[str, str, str, int]]:
+        """``(model, kind, actor, entries)`` for every combination the audit log holds (of one
+        model, or all): the choices of the audit page's filters and its totals, in one query."""
+        with self.meta.read() as conn:
+            mid = self.meta.model_id(conn, model) if model is not None else None
+            return audit_facets(conn, mid)
 
-            for r in conn.execute(where(s.ref_events)):
-                out.append(
-                    {
-                        "at": r.at,
-                        "actor": r.actor,
-                        "model": model_names.get(r.model_id),
-                        "kind": r.kind,
-                        "name": r.name,
-                        "from": refs.get(r.old_version),
-                        "to": refs.get(r.new_version),
-                        "reason": r.reason,
-                        "forced": bool(r.forced),
-                        "rollback": bool(r.rollback),
-                    }
-                )
-            for r in conn.execute(where(s.state_events)):
-                out.append(
-                    {
-                        "at": r.at,
-                        "actor": r.actor,
-                        "model": model_names.get(r.model_id),
-                        "kind": "state",
-                        "name": refs.get(r.version_id),
-                        "from": r.old_state,
-                        "to": r.new_state,
-                        "reason": r.reason,
-                        "forced": bool(r.forced),
-                        "overridden": r.overridden,
-                    }
-                )
-            for r in conn.execute(where(s.metric_events)):
-                out.append(
-                    {
-                        "at": r.at,
-                        "actor": r.actor,
-                        "model": model_names.get(r.model_id),
-                        "kind": "metrics",
-                        "name": refs.get(r.version_id),
-                        "from": r.previous,
-                        "to": r.metrics,
-                        "reason": r.reason,
-                        "forced": False,
-                    }
-                )
-        out.sort(key=lambda e: e["at"], reverse=True)
-        if limit is not None:
-            out = out[:limit]
-        for e in out:
-            e["at"] = iso(e["at"])
-        return out
+
+def audit_page(
+    conn: sa.Connection,
+    mid: Any,  # a model id, a subquery giving one, or None (every model)
+    *,
+    limit: int | None = None,
+    offset: int = 0,
+    kind: str | None = None,
+    actor: str | None = None,
+    version: str | None = None,
+    models: Iterable[str] | None = None,
+) -> list[dict[str, Any]]:
+    """:meth:`AuditMixin.audit` inside a caller's read transaction (model given by id)."""
+    u = _events(mid, kind=kind, actor=actor, version=version)
+    mo, va, ma, vb, mb = (
+        s.models.alias("mo"),
+        s.versions.alias("va"),
+        s.models.alias("ma"),
+        s.versions.alias("vb"),
+        s.models.alias("mb"),
+    )
+
+    def named(v: sa.Alias, col: Any) -> Any:
+        # as before: with a model given, only that model's versions are named
+        return sa.and_(v.c.id == col, v.c.model_id == mid) if mid is not None else v.c.id == col
+
+    q = (
+        sa.select(
+            u,
+            mo.c.name.label("model_name"),
+            ma.c.name.label("a_model"),
+            va.c.number.label("a_num"),
+            mb.c.name.label("b_model"),
+            vb.c.number.label("b_num"),
+        )
+        .select_from(
+            u.outerjoin(mo, mo.c.id == u.c.model_id)
+            .outerjoin(va, named(va, u.c.va))
+            .outerjoin(ma, ma.c.id == va.c.model_id)
+            .outerjoin(vb, named(vb, u.c.vb))
+            .outerjoin(mb, mb.c.id == vb.c.model_id)
+        )
+        .order_by(u.c.at.desc(), u.c.src, u.c.id)
+    )
+    if models is not None:
+        q = q.where(mo.c.name.in_(list(models)))
+    if limit is not None:
+        q = q.limit(limit)
+    if offset:
+        q = q.offset(offset)
+    out = []
+    for r in conn.execute(q):
+        a = f"{r.a_model}@v{r.a_num}" if r.a_model is not None else None
+        b = f"{r.b_model}@v{r.b_num}" if r.b_model is not None else None
+        e: dict[str, Any] = {"at": iso(r.at), "actor": r.actor, "model": r.model_name}
+        e["kind"] = r.kind
+        if r.src == REF:
+            e.update({"name": r.name, "from": a, "to": b, "reason": r.reason})
+            e.update(forced=bool(r.forced), rollback=bool(r.rollback))
+        elif r.src == STATE:
+            e.update({"name": a, "from": r.old_state, "to": r.new_state, "reason": r.reason})
+            e.update(forced=bool(r.forced), overridden=r.overridden)
+        else:
+            e.update({"name": a, "from": r.previous, "to": r.metrics, "reason": r.reason})
+            e.update(forced=False)
+        out.append(e)
+    return out
+
+
+def audit_facets(conn: sa.Connection, mid: Any) -> list[tuple[str, str, str, int]]:
+    u = _events(mid)
+    mo = s.models.c
+    q = (
+        sa.select(mo.name, u.c.kind, u.c.actor, sa.func.count())
+        .join_from(u, s.models, mo.id == u.c.model_id)
+        .group_by(mo.name, u.c.kind, u.c.actor)
+        .order_by(mo.name, u.c.kind, u.c.actor)
+    )
+    return [(m, k, a, n) for m, k, a, n in conn.execute(q)]

@@ -367,18 +367,43 @@ class Repository:
         self._manifest_cache[manifest_id] = m
         return m
 
-    def prefetch_manifests(self, ids: Iterable[str]) -> None:
+    def cache_manifest(self, manifest_id: str, body: bytes) -> Manifest:
+        """A manifest read by a caller's own query (joined to its file rows), decoded into the
+        cache unless it is there already."""
+        cached = self._manifest_cache.get(manifest_id)
+        if cached is None:
+            cached = self._manifest_cache[manifest_id] = Manifest.decode(body, manifest_id)
+        return cached
+
+    def prefetch_manifests(
+        self,
+        ids: Iterable[str],
+        *,
+        versions: list[str] | None = None,
+        conn: sa.Connection | None = None,
+    ) -> None:
         """Load many manifests into the cache in batched queries (a checkout of 100,000 small
-        files would otherwise spend a query on each)."""
+        files would otherwise spend a query on each). ``versions``: versions whose files name
+        every one of ``ids`` — then the missing ones come in one statement however many there
+        are (the manifests of those versions' files, by subquery). ``conn``: read inside the
+        caller's transaction."""
         wanted = [i for i in dict.fromkeys(ids) if i not in self._manifest_cache]
         if not wanted:
             return
+        if conn is None:
+            with self.meta.read() as c:
+                return self.prefetch_manifests(wanted, versions=versions, conn=c)
         m = s.manifests.c
-        with self.meta.read() as conn:
-            for i in range(0, len(wanted), 500):
-                q = sa.select(m.id, m.body).where(m.id.in_(wanted[i : i + 500]))
-                for mid, body in conn.execute(q):
-                    self._manifest_cache[mid] = Manifest.decode(body, mid)
+        if versions is not None and len(wanted) > 500:
+            f = s.version_files.c
+            of_versions = sa.select(f.manifest_id).where(f.version_id.in_(versions))
+            for mid, body in conn.execute(sa.select(m.id, m.body).where(m.id.in_(of_versions))):
+                self.cache_manifest(mid, body)
+            return
+        for i in range(0, len(wanted), 500):
+            q = sa.select(m.id, m.body).where(m.id.in_(wanted[i : i + 500]))
+            for mid, body in conn.execute(q):
+                self._manifest_cache[mid] = Manifest.decode(body, mid)
 
     # -- commit ----------------------------------------------------------------------------
     def commit(

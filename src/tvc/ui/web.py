@@ -254,14 +254,9 @@ class UI:
     def model_page(self, request: Request, viewer: Viewer, model: str) -> Response:
         viewer.readable(model)
         pg = max(1, _int(request.query_params.get("page"), 1))
-        total, versions, refs = batch.versions_page(
-            self.reg, model, offset=(pg - 1) * PER_PAGE, limit=PER_PAGE
-        )
-        if total == 0 and not any(m["model"] == model for m in self.reg.models()):
-            raise errors.UnknownRefError(f"unknown model {model!r}")
-        new = batch.new_bytes(self.reg, versions)
+        view = batch.model_view(self.reg, model, offset=(pg - 1) * PER_PAGE, limit=PER_PAGE)
+        total, versions, series = view.total, view.versions, view.series
         graph, lanes = charts.version_graph([(v.id, v.parents) for v in versions])
-        series = batch.metric_series(self.reg, model)
         names = sorted(
             {
                 k
@@ -295,8 +290,8 @@ class UI:
             title=model,
             model=model,
             versions=versions,
-            refs=refs,
-            new=new,
+            refs=view.refs,
+            new=view.new,
             graph=graph,
             lanes=lanes,
             row=charts.ROW,
@@ -307,18 +302,18 @@ class UI:
             chosen=chosen,
             plots=plots,
             metric_keys=metric_keys[:4],
-            aliases=self.reg.aliases(model),
+            aliases=view.aliases,
         )
 
     def version_page(self, request: Request, viewer: Viewer, ref: str) -> Response:
         viewer.readable(ref.split("@", 1)[0].split("~", 1)[0])
-        v = self.reg.resolve(ref)
-        committed = self.reg.committed_metrics(v.ref)
+        view = batch.version_view(self.reg, ref, depth=3)
+        v, committed = view.version, view.committed
         later = {}
-        for e in self.reg.metric_history(v.ref):
-            for k in e.metrics:
-                later[k] = e
-        self.reg.prefetch_manifests(f.manifest_id for f in v.files)
+        for e in reversed(view.audit):  # oldest first: the last value set wins
+            if e["kind"] == "metrics":
+                for k in e["to"]:
+                    later[k] = e
         flt = request.query_params.get("filter", "").strip()
         tensors = []
         formats = {}
@@ -333,7 +328,7 @@ class UI:
         pg = max(1, _int(request.query_params.get("page"), 1))
         pages = max(1, math.ceil(n_tensors / TENSORS_PER_PAGE))
         shown = tensors[(pg - 1) * TENSORS_PER_PAGE : pg * TENSORS_PER_PAGE]
-        graph = self.reg.lineage(v.ref, depth=3).to_json()
+        graph = view.lineage.to_json()
         for n in graph["nodes"]:  # another model's version: shown as hidden, inputs dropped
             if n["kind"] == "version" and not viewer.may_read(n["model"]):
                 key = n["key"]
@@ -341,19 +336,12 @@ class UI:
                 n.update(key=key, kind="hidden")
         hidden = {n["key"] for n in graph["nodes"] if n["kind"] == "hidden"}
         graph["edges"] = [e for e in graph["edges"] if e["from"] not in hidden]
-        parents = [self.reg.version(p).ref for p in v.parents]  # one or two
+        parents = [view.known[p].ref for p in v.parents]  # the lineage loaded them
         base = None
-        if v.base:
-            try:
-                bv = self.reg.version(v.base)
-                base = bv.ref if viewer.may_read(bv.model) else None
-            except errors.UnknownRefError:
-                base = None
-        audit = [
-            e
-            for e in self.reg.audit(v.model)
-            if v.ref in (e["name"], e["from"], e["to"]) or e.get("name") == v.ref
-        ]
+        if v.base and v.base in view.known:
+            bv = view.known[v.base]
+            base = bv.ref if viewer.may_read(bv.model) else None
+        audit = view.audit
         lc = self.reg.lifecycle_machine()
         url = self.server_url(request)
         target = v.model.rsplit("/", 1)[-1] + f"-v{v.number}"
@@ -366,7 +354,7 @@ class UI:
             "version.html",
             title=v.ref,
             v=v,
-            refs=self.reg.refs_pointing_at(v),
+            refs=view.refs,
             committed=committed,
             later=later,
             tensors=shown,
@@ -383,7 +371,7 @@ class UI:
             audit=audit,
             checkout=checkout,
             next_states=lc.allowed(v.state),
-            aliases=[a["alias"] for a in self.reg.aliases(v.model)],
+            aliases=[a["alias"] for a in view.aliases],
         )
 
     def compare_page(self, request: Request, viewer: Viewer) -> Response:
@@ -393,8 +381,11 @@ class UI:
         if a and b:
             for ref in (a, b):
                 viewer.readable(ref.split("@", 1)[0].split("~", 1)[0])
-            diff = self.reg.diff(a, b)
-            blame = self.reg.blame(diff.b.ref)
+            from tvc.analysis import blame_version, diff_versions
+
+            va, vb = batch.versions_for(self.reg, [a, b])  # each ref resolved once
+            diff = diff_versions(self.reg, va, vb)
+            blame = blame_version(self.reg, vb)
             blamed = {(e.path, e.name): e for e in blame.tensors}
             order = {"changed": 0, "shape_changed": 1, "dtype_changed": 2, "added": 3}
             order.update({"removed": 4, "unchanged": 5})
@@ -427,24 +418,30 @@ class UI:
         actor = qp.get("actor", "").strip() or None
         if model:
             viewer.readable(model)
-        entries = [e for e in self.reg.audit(model) if e["model"] and viewer.may_read(e["model"])]
-        kinds = sorted({e["kind"] for e in entries})
-        actors = sorted({e["actor"] for e in entries})
-        models = sorted({e["model"] for e in entries})
-        entries = [
-            e
-            for e in entries
-            if (kind is None or e["kind"] == kind) and (actor is None or e["actor"] == actor)
-        ]
+        # the filters' choices and the totals from one grouped query, then one page of entries
+        # filtered, ordered and paged in SQL: never the whole log
         pg = max(1, _int(qp.get("page"), 1))
-        pages = max(1, math.ceil(len(entries) / AUDIT_PER_PAGE))
+        view = batch.audit_view(
+            self.reg,
+            model,
+            kind=kind,
+            actor=actor,
+            offset=(pg - 1) * AUDIT_PER_PAGE,
+            limit=AUDIT_PER_PAGE,
+            may_read=viewer.may_read,
+        )
+        kinds = sorted({k for _m, k, _a, _n in view.facets})
+        actors = sorted({a for _m, _k, a, _n in view.facets})
+        models = sorted({m for m, _k, _a, _n in view.facets})
+        entries, total = view.entries, view.total
+        pages = max(1, math.ceil(total / AUDIT_PER_PAGE))
         return self.render(
             request,
             viewer,
             "audit.html",
             title="Audit",
-            entries=entries[(pg - 1) * AUDIT_PER_PAGE : pg * AUDIT_PER_PAGE],
-            total=len(entries),
+            entries=entries,
+            total=total,
             page=pg,
             pages=pages,
             kinds=kinds,
