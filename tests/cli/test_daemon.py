@@ -650,7 +650,24 @@ def _held_commit(sh: Shell, daemon: str, preexec=None) -> tuple[subprocess.Popen
         return p, None
     helper = sh.helpers()[0]["pid"]
     assert launcher.wait_until(lambda: sh.children(helper), 30)
-    return p, sh.children(helper)[0]
+    child = sh.children(helper)[0]
+    # A child is in the work tree (it took the client's directory) just before it tells the
+    # client its pid; killed in between, the client rightly runs the command itself. Once it
+    # has the registry's DB open, it has told it and the command is under way.
+    assert launcher.wait_until(lambda: _has_open(child, "tvc.db"), 30)
+    return p, child
+
+
+def _has_open(pid: int, name: str) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}").endswith(os.sep + name):
+                return True
+    return False
 
 
 def test_parity_nohup_keeps_sighup_ignored(sh):
