@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 
 from tvc.errors import FormatError
+from tvc.formats.pickle_files import Findings
 from tvc.formats.pickle_scan import ALLOWED_GLOBALS, scan_pickle, scan_stream
 
 
@@ -127,12 +128,43 @@ def test_stack_global_via_binput_and_long_binget():
 
 
 def test_unresolvable_stack_global_is_reported():
-    # The module "name" is a list, not a string: nothing can vouch for this import.
-    data = b"\x80\x04]\x8c\x06system\x93)R."
+    # The module "name" is what a call returned: nothing can vouch for this import.
+    data = b"\x80\x04\x8c\x0bcollections\x8c\x0bOrderedDict\x93)R\x8c\x06system\x93)R."
 
     (found,) = scan_pickle(data)
 
     assert found.startswith("<unresolved STACK_GLOBAL")
+
+
+@pytest.mark.parametrize(
+    "module", [b"]", b"N", b"\x88", b"G?\xf0\x00\x00\x00\x00\x00\x00", b"C\x00"]
+)
+def test_stack_global_of_a_known_non_string_stops_where_the_loader_does(module):
+    """A list, None, True, a float or bytes as the module: the C unpickler refuses the
+    STACK_GLOBAL ("requires str") before importing anything, and so does the scan. Random data
+    reads this way now and then; in a file not named as a pickle it is then no pickle at all."""
+    data = b"\x80\x04" + module + b"\x8c\x06system\x93)R."
+    with pytest.raises(pickle.UnpicklingError, match="STACK_GLOBAL requires str"):
+        pickle.loads(data)
+    with pytest.raises(FormatError, match="STACK_GLOBAL of a non-string"):
+        scan_pickle(data)
+    lenient, strict = Findings(), Findings()
+    assert not lenient.add("", scan_stream(io.BytesIO(data)), strict=False)
+    strict.add("", scan_stream(io.BytesIO(data)), strict=True)
+    assert strict.problems and not lenient.problems and not lenient.unsafe
+
+
+def test_random_bytes_that_read_as_a_memory_bomb_are_no_pickle_unless_named_one():
+    """`M <int> r <index> .` (9 bytes; about one random 1 KB file in 830,000 reads so): the
+    loader would size its memo table by the index, but nothing is imported or called. A file
+    named as a pickle is refused for it; any other file is just bytes."""
+    data = b"M\xb6\x9dr\x08P\xcf\xe4." + bytes(range(256)) * 4
+    scan = scan_stream(io.BytesIO(data))
+    assert scan.pickles == 1 and scan.unsafe[0].endswith("a memory bomb>")
+    assert not Findings().add("", scan, strict=False)
+    named = Findings()
+    named.add("", scan_stream(io.BytesIO(data)), strict=True)
+    assert named.unsafe
 
 
 def test_memo_bombs_are_reported_and_the_scan_goes_on():

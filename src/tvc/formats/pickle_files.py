@@ -67,10 +67,13 @@ class Findings:
         partial_counts = scan.called_unsafe or (strict and not scan.pickles)
         if not scan.pickles and not partial_counts:
             return False
-        if not strict and not partial_counts and _only_extension_codes(scan):
-            # Bytes that read as a pickle returning an unused copyreg extension code: no code
-            # is registered unless a program registers one, so loading fails; and random data
-            # reads this way about once in 12,000 files. Not a pickle.
+        if not strict and not partial_counts and _only_noise(scan):
+            # Bytes that read as a pickle returning an unused copyreg extension code (no code
+            # is registered unless a program registers one, so loading fails), or storing into
+            # a memo slot billions in (loading runs out of memory: nothing is imported or
+            # called). Random data reads this way about once in 12,000 files, and once in
+            # 830,000 (1 KB files) as such a "memory bomb" — a 9-byte pickle like
+            # `M <int> r <index> .`. In a file whose name does not say pickle: not a pickle.
             return False
         self.pickles += scan.pickles + (1 if scan.malformed and partial_counts else 0)
         names = scan.unsafe + (scan.partial_unsafe if partial_counts else [])
@@ -83,11 +86,11 @@ class Findings:
         return True
 
 
-def _only_extension_codes(scan: PickleScan) -> bool:
+def _only_noise(scan: PickleScan) -> bool:
     return (
         bool(scan.unsafe)
         and not scan.used_unsafe
-        and all(name.startswith("<extension code") for name in scan.unsafe)
+        and all(name.startswith(("<extension code", "<memo index")) for name in scan.unsafe)
     )
 
 

@@ -125,6 +125,14 @@ _STRING_OPS = frozenset(
     | {"BINUNICODE8"}
 )
 _INT_OPS = frozenset({"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4"})
+# Opcodes whose result is certainly no string (a constant, a container, bytes, a float):
+# a STACK_GLOBAL given one fails in the loader before it imports anything.
+_NOT_STR_OPS = frozenset(
+    {"NONE", "NEWTRUE", "NEWFALSE", "FLOAT", "BINFLOAT", "FROZENSET", "LIST", "DICT"}
+    | {"EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE", "EMPTY_SET", "TUPLE", "TUPLE1", "TUPLE2"}
+    | {"TUPLE3", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8"}
+)
+_NOT_STR = object()  # on the symbolic stack: a value known not to be a string
 # Opcodes that call the object below their arguments: (opcode, index of the callable in the
 # items they pop, counted from the bottom).
 _CALLS = {"REDUCE": 0, "NEWOBJ": 0, "NEWOBJ_EX": 0}
@@ -373,7 +381,8 @@ def _lax_int(text: str) -> int | None:
 
 
 class _Machine:
-    """The symbolic stack and memo: strings, ints, globals, MARKs, or None (anything else)."""
+    """The symbolic stack and memo: strings, ints, globals, MARKs, ``_NOT_STR`` (a constant or
+    container: no string) or None (anything else)."""
 
     def __init__(self, found: list[str]):
         self.found = found
@@ -412,6 +421,12 @@ class _Machine:
             module, attr = self.pop(2)
             if isinstance(module, str) and isinstance(attr, str):
                 stack.append(self.resolve(module, attr))
+            elif any(
+                isinstance(v, int | _Global) or v in (_MARK, _NOT_STR) for v in (module, attr)
+            ):
+                # Known not to be strings: the C unpickler stops here ("STACK_GLOBAL requires
+                # str") before anything is imported. Random data reads this way now and then.
+                raise _Malformed(f"STACK_GLOBAL of a non-string at byte {self.pos}")
             else:
                 stack.append(self.resolve(None, f"<unresolved STACK_GLOBAL at byte {self.pos}>"))
             return
@@ -473,6 +488,8 @@ class _Machine:
             stack.append(arg)  # a string STACK_GLOBAL may take as module or name
         elif name in _INT_OPS and isinstance(arg, int):
             stack.append(arg)  # legacy torch files start with a magic number
+        elif name in _NOT_STR_OPS:
+            stack.append(_NOT_STR)
         else:
             stack.extend([None] * len(op.stack_after))
 
