@@ -1502,7 +1502,7 @@ def main() -> None:
     res["chains"] = bench_chains(chains, tools)
     res["startup"] = bench_startup(tools, 5)
     if "tvc" in tools:
-        res["cold_start"] = small_bench.bench_cold_start(7, log=log)
+        res["cold_start"] = small_bench.bench_cold_start(11, log=log)
         if args.small_files:
             res["small_files"] = small_bench.bench_small_files(args.small_files, log=log)
     res["single"] = [] if args.no_single else bench_single(items, max(args.runs, 3), tools)
