@@ -234,3 +234,25 @@ def test_cli_human_and_json(two, capsys, monkeypatch):
     assert set(doc["files"][0]) == {"path", "status", "a", "b", "text_diff"}
     assert set(doc["params"][0]) == {"key", "status", "a", "b"}
     assert main(["diff", "mlp@v1", "nope@v1"]) == 4
+
+
+@pytest.mark.parametrize("n", [3, 30])
+def test_reading_changed_tensors_takes_no_query_each(reg, tmp_path, n):
+    """The chunk index rows of every changed tensor are read in one batch before the numbers
+    are computed: a diff of 30 changed tensors runs as many statements as one of 3."""
+    import sqlalchemy as sa
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(n)
+    weights = {f"layer{i}.weight": rng.standard_normal(64).astype(np.float32) for i in range(n)}
+    for step in range(2):
+        save_file(weights, str(tmp_path / "model.safetensors"))
+        reg.commit("wide", [tmp_path / "model.safetensors"], f"step {step}", detect_code=False)
+        weights = {k: v + np.float32(1) for k, v in weights.items()}
+    statements: list[str] = []
+    sa.event.listen(reg.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    d = reg.diff("wide@v1", "wide@v2")
+    assert sum(t.status == "changed" for t in d.tensors) == n
+    assert all(t.rel_l2 is not None and t.rel_l2 > 0 for t in d.tensors)
+    reads = [st for st in statements if "FROM chunks" in st]
+    assert len(reads) <= 2, reads  # the changed tensors' rows, then their delta bases if any

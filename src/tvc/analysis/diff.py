@@ -24,6 +24,7 @@ from tvc.repo.version import FileEntry, Version, iso
 
 if TYPE_CHECKING:
     from tvc.repo.repository import Progress, Repository
+    from tvc.store.chunkstore import ChunkInfo
 
 #: Files diffed as text when both sides are at most this big and valid UTF-8.
 TEXT_LIMIT = 1 << 20
@@ -215,11 +216,16 @@ def diff_versions(
 
     if stats:
         total = sum(x.entry.length + y.entry.length for _td, x, y in to_measure)
+        # Every changed tensor's index rows in a few batched queries, not a query per tensor.
+        known = repo.store.infos(
+            (cid for _td, x, y in to_measure for r in (x, y) for cid in r.chunk_ids),
+            with_bases=True,
+        )
         if progress is not None:
             progress.start("diff", total)
         try:
             for td, x, y in to_measure:
-                _measure(repo, td, x, y)
+                _measure(repo, td, x, y, known)
                 if progress is not None:
                     progress.advance(x.entry.length + y.entry.length)
         finally:
@@ -262,12 +268,18 @@ def _classify(
     return td, ((x, y) if numeric else None)
 
 
-def _measure(repo: Repository, td: TensorDiff, x: T.TensorRef, y: T.TensorRef) -> None:
+def _measure(
+    repo: Repository,
+    td: TensorDiff,
+    x: T.TensorRef,
+    y: T.TensorRef,
+    known: dict[str, ChunkInfo] | None = None,
+) -> None:
     """Stream both tensors once and reduce them to change statistics (float64)."""
     sq_a = sq_b = sq_d = dot = 0.0
     max_abs = 0.0
     changed = 0
-    for va, vb in T.iter_aligned(repo, [x, y]):
+    for va, vb in T.iter_aligned(repo, [x, y], known=known):
         d = vb - va
         sq_a += float(np.dot(va, va))
         sq_b += float(np.dot(vb, vb))

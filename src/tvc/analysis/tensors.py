@@ -20,6 +20,7 @@ from tvc.repo.manifest import Manifest, TensorEntry
 if TYPE_CHECKING:
     from tvc.repo.repository import Repository
     from tvc.repo.version import Version
+    from tvc.store.chunkstore import ChunkInfo
 
 #: Elements per streamed block: 4 MiB of F32, which is also the store's piece size.
 BLOCK_ELEMENTS = 1 << 20
@@ -77,8 +78,11 @@ def file_tensors(repo: Repository, version: Version, path: str) -> dict[str, Ten
     return {t.name: TensorRef(version, path, manifest, t) for t in manifest.tensors}
 
 
-def iter_raw(repo: Repository, ref: TensorRef) -> Iterator[memoryview]:
-    """The tensor's bytes, verified, as the pieces its chunks hold."""
+def iter_raw(
+    repo: Repository, ref: TensorRef, known: dict[str, ChunkInfo] | None = None
+) -> Iterator[memoryview]:
+    """The tensor's bytes, verified, as the pieces its chunks hold (``known``: prefetched
+    index rows, see :meth:`ChunkStore.read_many`)."""
     manifest, entry = ref.manifest, ref.entry
     a, b = manifest.chunk_range(entry.offset, entry.length)
     if b <= a:
@@ -86,7 +90,7 @@ def iter_raw(repo: Repository, ref: TensorRef) -> Iterator[memoryview]:
     ids = [cid for cid, _n in manifest.chunks[a:b]]
     pos = manifest.starts[a]
     end = entry.offset + entry.length
-    for data in repo.store.read_many(ids):
+    for data in repo.store.read_many(ids, known):
         lo, hi = max(entry.offset - pos, 0), min(end - pos, len(data))
         if hi > lo:
             yield memoryview(data)[lo:hi]
@@ -113,19 +117,25 @@ def itemsize(dtype: str) -> int:
 
 
 def iter_blocks(
-    repo: Repository, ref: TensorRef, elements: int | None = None
+    repo: Repository,
+    ref: TensorRef,
+    elements: int | None = None,
+    known: dict[str, ChunkInfo] | None = None,
 ) -> Iterator[np.ndarray]:
     """The tensor's values as float64 blocks of ``elements`` elements (flattened, C order)."""
     n = elements or BLOCK_ELEMENTS
-    for raw in reblock(iter_raw(repo, ref), n * itemsize(ref.dtype)):
+    for raw in reblock(iter_raw(repo, ref, known), n * itemsize(ref.dtype)):
         yield decode(raw, ref.dtype)
 
 
 def iter_aligned(
-    repo: Repository, refs: list[TensorRef], elements: int | None = None
+    repo: Repository,
+    refs: list[TensorRef],
+    elements: int | None = None,
+    known: dict[str, ChunkInfo] | None = None,
 ) -> Iterator[tuple[np.ndarray, ...]]:
     """Blocks of several same-shaped tensors, element-aligned: one float64 array per tensor."""
-    streams = [iter_blocks(repo, r, elements) for r in refs]
+    streams = [iter_blocks(repo, r, elements, known) for r in refs]
     yield from zip(*streams, strict=True)
 
 

@@ -80,10 +80,11 @@ class LazyChunkStore(ChunkStore):
             fill(self._repo, ids, token=self._token)
         return super().infos(ids, with_bases=with_bases)
 
-    def read_many(self, ids: list[str]):
+    def read_many(self, ids: list[str], known=None):
         ids = list(ids)
-        fill(self._repo, ids, token=self._token)
-        return super().read_many(ids)
+        if known is None or any(i not in known for i in ids):  # known: fetched by infos()
+            fill(self._repo, ids, token=self._token)
+        return super().read_many(ids, known)
 
     def read(self, cid, info=None, known=None, **kw):
         if info is None and not (known and cid in known) and self.info(cid) is None:

@@ -284,9 +284,15 @@ class ChunkStore:
             raise IntegrityError(f"chunk {cid} in {info.pack}: content does not match its hash")
         return raw
 
-    def read_many(self, ids: list[str]) -> Iterator[codecs.Buffer]:
-        """Verified bytes of ``ids`` in order, decoded on worker threads."""
-        infos = self.infos(ids, with_bases=True)
+    def read_many(
+        self, ids: list[str], known: dict[str, ChunkInfo] | None = None
+    ) -> Iterator[codecs.Buffer]:
+        """Verified bytes of ``ids`` in order, decoded on worker threads. ``known``: index rows
+        prefetched with :meth:`infos` (bases included), so that reading many small things — a
+        diff's changed tensors — takes no query each."""
+        infos = known if known is not None else {}
+        if any(i not in infos for i in ids):
+            infos = {**infos, **self.infos(ids, with_bases=True)}
         missing = [i for i in ids if i not in infos]
         if missing:
             raise IntegrityError(f"chunk {missing[0]} is not in the index")
