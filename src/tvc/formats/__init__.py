@@ -29,12 +29,6 @@ from tvc.formats.pickle_files import (
 )
 from tvc.formats.pickle_scan import refusal, scan_pickle
 from tvc.formats.safetensors import parse_safetensors
-from tvc.formats.torchzip import (
-    legacy_storage_sizes,
-    parse_torch_legacy,
-    parse_torch_zip,
-    torch_pickle_member,
-)
 
 __all__ = [
     "PIECE_SIZE",
@@ -127,6 +121,8 @@ def _maybe_torch_zip(name: str, ext: str, allow_unsafe_pickle: bool) -> Layout |
                 f"{name}: not a valid torch checkpoint: bad zip ({brief(str(e))})"
             ) from None
         return None
+    from tvc.formats.torchzip import parse_torch_zip, torch_pickle_member
+
     with zf:
         member = torch_pickle_member(zf)
         if member is None:
@@ -145,15 +141,24 @@ def _maybe_torch_zip(name: str, ext: str, allow_unsafe_pickle: bool) -> Layout |
 
 
 def _sniffed(name: str, size: int, ext: str, allow: bool) -> Layout:
-    """Any file not parsed above: every pickle in it scanned, a legacy torch file cut up."""
+    """Any file not parsed above: every pickle in it scanned, a legacy torch file cut up.
+    (``torchzip`` loads for a file that is one: 2-3 ms of every small commit otherwise.)"""
+
+    def storage_sizes(obj: bytes) -> dict[str, tuple[int, int]]:
+        from tvc.formats.torchzip import legacy_storage_sizes
+
+        return legacy_storage_sizes(obj)
+
     with open(name, "rb") as f:
-        findings, legacy = find_pickles(name, f, size, ext, storage_sizes=legacy_storage_sizes)
+        findings, legacy = find_pickles(name, f, size, ext, storage_sizes=storage_sizes)
         if isinstance(legacy, str):
             raise FormatError(f"{name}: not a valid legacy torch checkpoint: {legacy}")
         layout = None
         if legacy is not None and legacy.records and not findings.unsafe:
             f.seek(legacy.object_pickle[0])
             obj = f.read(legacy.object_pickle[1] - legacy.object_pickle[0])
+            from tvc.formats.torchzip import parse_torch_legacy
+
             layout = parse_torch_legacy(name, obj, legacy.records, size)
     return _judged(name, findings, allow, layout or opaque_layout(size))
 

@@ -575,7 +575,9 @@ class Repository:
         mid = self.meta.model_id(conn, model, create=True)
         self.meta.lock_model(conn, mid)
         head = self.meta.ref_target(conn, mid, "branch", branch)
-        main = self.meta.ref_target(conn, mid, "branch", names.DEFAULT_BRANCH)
+        main = None  # where a new branch starts: only needed when there is no branch yet
+        if head is None:
+            main = self.meta.ref_target(conn, mid, "branch", names.DEFAULT_BRANCH)
         if head != seen or (head is None and parent != main):
             raise _BranchMoved(head, head if head is not None else main)
         for p in parents:
