@@ -251,12 +251,19 @@ def report_cold_start(res: dict[str, Any]) -> list[str]:
         "`tvc log` ≤ 0.15 s, a small commit ≤ 0.3 s.",
         "",
     ]
+    base = res.get("python -c 'import sqlalchemy'", {}).get("wall")
     rows = [
-        [name, f"{r['wall']:.3f}", f"{r['cpu']:.3f}"]
+        [name, f"{r['wall']:.3f}", f"{r['cpu']:.3f}", f"{r['wall'] / base:.2f}" if base else "-"]
         for name, r in res.items()
         if isinstance(r, dict) and "wall" in r
     ]
-    return [*out, *_table(["command", "wall s", "CPU s"], rows), ""]
+    note = (
+        "÷ sqlalchemy: the wall time over `import sqlalchemy` alone, measured in the same rounds: "
+        "this shared VM's speed drifts by up to 25 % within minutes (`import sqlalchemy` "
+        "0.18–0.24 s), so this says how a command fares against a fixed amount of Python work. "
+        "At 0.185 s, the 0.3 s target is a ratio of 1.62."
+    )
+    return [*out, *_table(["command", "wall s", "CPU s", "÷ sqlalchemy"], rows), "", note, ""]
 
 
 def report_small_files(res: dict[str, Any]) -> list[str]:
