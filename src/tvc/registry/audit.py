@@ -25,8 +25,38 @@ from tvc.repo.version import iso
 REF, STATE, METRICS = 0, 1, 2
 
 
-def _null(type_: Any) -> Any:
-    return sa.cast(sa.null(), type_)
+# The columns after (src, id, at, actor, model_id), each with the type of the NULL an arm that
+# lacks it gives (a union's arms must agree, and PostgreSQL wants typed NULLs).
+_COLUMNS = (
+    ("kind", sa.String(16)),
+    ("name", sa.String(255)),
+    ("va", sa.String(64)),
+    ("vb", sa.String(64)),
+    ("old_state", sa.String(32)),
+    ("new_state", sa.String(32)),
+    ("metrics", sa.JSON),
+    ("previous", sa.JSON),
+    ("reason", sa.Text),
+    ("forced", sa.Boolean),
+    ("rollback", sa.Boolean),
+    ("overridden", sa.Text),
+)
+
+
+def _arm(src: int, table: sa.Table, **given: Any) -> sa.Select:
+    """One log as an arm of the union: its own columns where it has them, NULL elsewhere."""
+    c = table.c
+    return sa.select(
+        sa.literal(src).label("src"),
+        c.id,
+        c.at,
+        c.actor,
+        c.model_id,
+        *(
+            (given[name] if name in given else sa.cast(sa.null(), type_)).label(name)
+            for name, type_ in _COLUMNS
+        ),
+    )
 
 
 def _events(
@@ -39,62 +69,40 @@ def _events(
     """The three logs as one relation with aligned columns; ``va``/``vb`` are the versions an
     entry names (a ref move's old/new target; the version of a state or metrics entry)."""
     re, se, me = s.ref_events.c, s.state_events.c, s.metric_events.c
-    refs = sa.select(
-        sa.literal(REF).label("src"),
-        re.id,
-        re.at,
-        re.actor,
-        re.model_id,
-        re.kind,
-        re.name,
-        re.old_version.label("va"),
-        re.new_version.label("vb"),
-        _null(sa.String(32)).label("old_state"),
-        _null(sa.String(32)).label("new_state"),
-        _null(sa.JSON).label("metrics"),
-        _null(sa.JSON).label("previous"),
-        re.reason,
-        re.forced,
-        re.rollback,
-        _null(sa.Text).label("overridden"),
+    never = sa.false()
+    refs = _arm(
+        REF,
+        s.ref_events,
+        kind=re.kind,
+        name=re.name,
+        va=re.old_version,
+        vb=re.new_version,
+        reason=re.reason,
+        forced=re.forced,
+        rollback=re.rollback,
     )
-    states = sa.select(
-        sa.literal(STATE),
-        se.id,
-        se.at,
-        se.actor,
-        se.model_id,
-        sa.literal("state", sa.String(16)),
-        _null(sa.String(255)),
-        se.version_id,
-        _null(sa.String(64)),
-        se.old_state,
-        se.new_state,
-        _null(sa.JSON),
-        _null(sa.JSON),
-        se.reason,
-        se.forced,
-        sa.false(),
-        se.overridden,
+    states = _arm(
+        STATE,
+        s.state_events,
+        kind=sa.literal("state", sa.String(16)),
+        va=se.version_id,
+        old_state=se.old_state,
+        new_state=se.new_state,
+        reason=se.reason,
+        forced=se.forced,
+        rollback=never,
+        overridden=se.overridden,
     )
-    metrics = sa.select(
-        sa.literal(METRICS),
-        me.id,
-        me.at,
-        me.actor,
-        me.model_id,
-        sa.literal("metrics", sa.String(16)),
-        _null(sa.String(255)),
-        me.version_id,
-        _null(sa.String(64)),
-        _null(sa.String(32)),
-        _null(sa.String(32)),
-        me.metrics,
-        me.previous,
-        me.reason,
-        sa.false(),
-        sa.false(),
-        _null(sa.Text),
+    metrics = _arm(
+        METRICS,
+        s.metric_events,
+        kind=sa.literal("metrics", sa.String(16)),
+        va=me.version_id,
+        metrics=me.metrics,
+        previous=me.previous,
+        reason=me.reason,
+        forced=never,
+        rollback=never,
     )
     arms = []
     for arm, t, k in ((refs, re, None), (states, se, "state"), (metrics, me, "metrics")):
