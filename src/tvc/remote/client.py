@@ -47,7 +47,6 @@ from tvc.repo.files import NoProgress
 from tvc.repo.repository import REGISTRY_DIR, Repository, _BranchMoved, _ChunksGone
 from tvc.repo.version import Version
 from tvc.store import durable
-from tvc.store.index import insert_new
 
 # Public methods that read the registry: each (when not called from inside another) first
 # brings the cache up to date with the server.
@@ -258,7 +257,7 @@ class RemoteClient:
             if gone:
                 raise _ChunksGone(gone)
             session.index_into(conn)
-            insert_new(conn, s.manifests, [{"id": m.id, "body": m.encode()} for _fe, m in entries])
+            self.meta.keep_manifests(conn, [m for _fe, m in entries])
         # Indexed: no longer this session's to delete if the commit fails from here on.
         session.packs.clear()
         ids = [vid, *(m.id for _fe, m in entries)]

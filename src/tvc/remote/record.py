@@ -24,7 +24,6 @@ from tvc.repo import names, paths
 from tvc.repo import schema as s
 from tvc.repo.manifest import Manifest
 from tvc.repo.version import FileEntry, parse_version_record
-from tvc.store.index import insert_new
 from tvc.store.packs import Kind
 
 
@@ -267,7 +266,7 @@ def record_versions(
                     f"version {vid[:12]}: {len(gone)} of its objects are not here (e.g. "
                     f"{sorted(gone)[0][:12]}); {RESEND}"
                 )
-            insert_new(conn, s.manifests, [{"id": m.id, "body": m.encode()} for _fe, m in entries])
+            repo.meta.keep_manifests(conn, [m for _fe, m in entries])
             hint = numbers.get(vid)
             last = conn.execute(sa.select(mo.last_number).where(mo.id == mid_)).scalar_one()
             if isinstance(hint, int) and hint > last:

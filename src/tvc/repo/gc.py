@@ -174,9 +174,14 @@ def _sweep(repo: Repository, report: dict[str, Any], dry_run: bool) -> None:
         f, m = s.version_files.c, s.manifests.c
         unused = [mid for mid in dead_manifests if mid not in live_manifests]
         for i in range(0, len(unused), 500):
+            batch = unused[i : i + 500]
+            # Locked first (id order), checked after: a writer recording a version that uses
+            # one holds it (Metadata.keep_manifests) until it commits, and this statement's
+            # fresh snapshot then sees the reference (PostgreSQL; SQLite's writes exclude).
+            conn.execute(sa.select(m.id).where(m.id.in_(batch)).order_by(m.id).with_for_update())
             used = sa.select(f.manifest_id).where(f.manifest_id == m.id).exists()
             report["manifests_removed"] += conn.execute(
-                s.manifests.delete().where(m.id.in_(unused[i : i + 500]), ~used)
+                s.manifests.delete().where(m.id.in_(batch), ~used)
             ).rowcount
     for mid in unused:
         repo._manifest_cache.pop(mid, None)

@@ -26,10 +26,10 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -40,6 +40,9 @@ from tvc.repo.version import FileEntry, Version
 from tvc.store import hashing
 from tvc.store.backends.base import Backend
 from tvc.store.index import db_errors, insert_new
+
+if TYPE_CHECKING:
+    from tvc.repo.manifest import Manifest
 
 JOURNAL_PREFIX = "journal/"
 ANY = object()  # move_ref without a compare-and-swap condition
@@ -355,6 +358,28 @@ class Metadata:
         v = s.versions.c
         q = sa.select(v.id).where(v.model_id == mid, v.number == number)
         return conn.execute(q).scalar()
+
+    def keep_manifests(self, conn: sa.Connection, manifests: Iterable[Manifest]) -> None:
+        """Store the manifests of a version being recorded and keep them until it commits.
+
+        The writer's half of gc's protocol for manifests: gc locks the rows it found unused
+        (``FOR UPDATE``, in id order) and then deletes those still unreferenced. Here, on
+        PostgreSQL, the rows are locked ``FOR KEY SHARE`` in id order after the insert: gc then
+        waits for this transaction and sees the reference, or this one waits for gc and stores
+        again what gc deleted just before. (Without it a push and gc could each see the other's
+        half done: gc's delete then broke the foreign key and failed.) SQLite's write
+        transactions are exclusive: nothing to lock.
+        """
+        bodies = {m.id: m.encode() for m in manifests}
+        insert_new(conn, s.manifests, [{"id": i, "body": b} for i, b in bodies.items()])
+        if conn.dialect.name != "postgresql" or not bodies:
+            return
+        m, ids, present = s.manifests.c, sorted(bodies), set()
+        for i in range(0, len(ids), 500):
+            q = sa.select(m.id).where(m.id.in_(ids[i : i + 500])).order_by(m.id)
+            present.update(r[0] for r in conn.execute(q.with_for_update(key_share=True)))
+        gone = [{"id": i, "body": bodies[i]} for i in ids if i not in present]
+        insert_new(conn, s.manifests, gone)
 
     def insert_version(
         self,

@@ -61,7 +61,6 @@ from tvc.store import durable
 from tvc.store.backends import open_backend
 from tvc.store.chunkstore import ChunkStore, WriteSession
 from tvc.store.index import chunks as chunks_t
-from tvc.store.index import insert_new
 from tvc.store.index import packs as packs_t
 from tvc.store.packs import Kind
 
@@ -593,7 +592,7 @@ class Repository:
         if gone:
             raise _ChunksGone(gone)
         session.index_into(conn)
-        insert_new(conn, s.manifests, [{"id": m.id, "body": m.encode()} for _fe, m in entries])
+        self.meta.keep_manifests(conn, [m for _fe, m in entries])
         number = self.meta.take_number(conn, mid)
         files = [fe for fe, _m in entries]
         size = sum(fe.size for fe in files)
