@@ -197,7 +197,7 @@ class RichProgress:
     def _show(self) -> None:
         description, total, _due = self._pending or ("", 0, 0.0)
         self._pending = None
-        console = globals().get("err") or __getattr__("err")
+        console = sys.modules[__name__].err  # made here if no one printed to it yet
         if not console.is_terminal:
             self.enabled = False
             return

@@ -44,7 +44,7 @@ from tvc.registry.lifecycle import Lifecycle
 from tvc.repo import names
 from tvc.repo import schema as s
 from tvc.repo.files import NoProgress
-from tvc.repo.repository import REGISTRY_DIR, Repository, _BranchMoved, _ChunksGone
+from tvc.repo.repository import REGISTRY_DIR, Repository, _BranchMoved
 from tvc.repo.version import Version
 from tvc.store import durable
 
@@ -250,14 +250,8 @@ class RemoteClient:
         it record the version and move the branch from ``seen`` (compare-and-swap)."""
         from tvc.remote import sync
 
-        wanted = {cid for _fe, m in entries for cid, _n in m.chunks} | {m.id for _fe, m in entries}
-        wanted |= {e.base for _n, _s, es in session.packs for e in es if e.base}
         with self.meta.write() as conn:
-            gone = self.store.claim(conn, wanted - set(session.pending))
-            if gone:
-                raise _ChunksGone(gone)
-            session.index_into(conn)
-            self.meta.keep_manifests(conn, [m for _fe, m in entries])
+            self._index_objects(conn, entries, session)
         # Indexed: no longer this session's to delete if the commit fails from here on.
         session.packs.clear()
         ids = [vid, *(m.id for _fe, m in entries)]

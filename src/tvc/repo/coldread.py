@@ -17,11 +17,12 @@ import json
 import os
 import sqlite3
 from pathlib import Path
+from types import SimpleNamespace
 
 from tvc.errors import TvcError
 from tvc.repo import names
 from tvc.repo.location import FORMAT_VERSION, REGISTRY_DIR, SCHEMA_HEAD, find_root, read_config
-from tvc.repo.version import Version, walk_history
+from tvc.repo.version import Version, version_from_row, walk_history
 
 _JSON = ("params", "metrics", "extra_metrics", "datasets", "code")
 _VERSION = (
@@ -77,23 +78,7 @@ def _version(conn: sqlite3.Connection, vid: str) -> Version:
             "SELECT parent_id FROM version_parents WHERE version_id = ? ORDER BY position", (vid,)
         )
     ]
-    return Version(
-        id=r["id"],
-        model=r["name"],
-        number=r["number"],
-        message=r["message"],
-        author=r["author"],
-        created=r["created"],
-        params=r["params"] or {},
-        metrics={**(r["metrics"] or {}), **(r["extra_metrics"] or {})},
-        datasets=r["datasets"] or {},
-        code=r["code"],
-        base=r["base"],
-        parents=tuple(parents),
-        state=r["state"],
-        size=r["size"],
-        deleted=r["deleted"],
-    )
+    return version_from_row(SimpleNamespace(**r), r["name"], parents)
 
 
 def _resolve(conn: sqlite3.Connection, ref: str) -> Version:

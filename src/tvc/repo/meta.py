@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from tvc.errors import ConflictError, ExistsError, TvcError, UnknownRefError
 from tvc.repo import db, names
 from tvc.repo import schema as s
-from tvc.repo.version import FileEntry, Version
+from tvc.repo.version import FileEntry, Version, version_from_row
 from tvc.store import hashing
 from tvc.store.backends.base import Backend
 from tvc.store.index import db_errors, insert_new
@@ -79,34 +79,6 @@ def default_author() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return getpass.getuser()
-
-
-def version_from_row(
-    row: Any, model: str, parents: list[str], files: tuple[FileEntry, ...] = ()
-) -> Version:
-    """A ``Version`` from a ``versions`` table row (the one place that reads its columns).
-
-    Metrics added after the commit (``extra_metrics``) win over committed ones; the id covers
-    only the committed ``metrics`` column.
-    """
-    return Version(
-        id=row.id,
-        model=model,
-        number=row.number,
-        message=row.message,
-        author=row.author,
-        created=row.created,
-        params=row.params or {},
-        metrics={**(row.metrics or {}), **(row.extra_metrics or {})},
-        datasets=row.datasets or {},
-        code=row.code,
-        base=row.base,
-        parents=tuple(parents),
-        state=row.state,
-        size=row.size,
-        files=files,
-        deleted=row.deleted,
-    )
 
 
 def load_versions(

@@ -554,6 +554,21 @@ class Repository:
         with self.meta.write() as conn:
             return self._record(conn, **kw)
 
+    def _index_objects(
+        self, conn: sa.Connection, entries: list[tuple[FileEntry, Manifest]], session: WriteSession
+    ) -> None:
+        """Inside the transaction that records a version: claim what it references and did not
+        store itself (gc's protocol: it must still be there), index what the session stored,
+        and store and keep its manifests."""
+        wanted = {cid for _fe, m in entries for cid, _n in m.chunks}
+        wanted |= {m.id for _fe, m in entries}
+        wanted |= {e.base for _n, _s, es in session.packs for e in es if e.base}
+        gone = self.store.claim(conn, wanted - set(session.pending))
+        if gone:
+            raise _ChunksGone(gone)
+        session.index_into(conn)
+        self.meta.keep_manifests(conn, [m for _fe, m in entries])
+
     def _record(
         self,
         conn: sa.Connection,
@@ -583,16 +598,7 @@ class Repository:
             v = self.meta.load_version(conn, p, files=False)
             if v.deleted is not None:
                 raise ConflictError(f"{v.ref} was deleted during the commit")
-        # What this version references and did not store itself must still be there.
-        own = set(session.pending)
-        wanted = {cid for _fe, m in entries for cid, _n in m.chunks}
-        wanted |= {m.id for _fe, m in entries}
-        wanted |= {e.base for _n, _s, es in session.packs for e in es if e.base}
-        gone = self.store.claim(conn, wanted - own)
-        if gone:
-            raise _ChunksGone(gone)
-        session.index_into(conn)
-        self.meta.keep_manifests(conn, [m for _fe, m in entries])
+        self._index_objects(conn, entries, session)
         number = self.meta.take_number(conn, mid)
         files = [fe for fe, _m in entries]
         size = sum(fe.size for fe in files)

@@ -146,3 +146,32 @@ def walk_history(start: Version, load: Callable[[str], Version], n: int | None) 
                 seen.add(p)
                 frontier.append(load(p))
     return out
+
+
+def version_from_row(
+    row: Any, model: str, parents: list[str], files: tuple[FileEntry, ...] = ()
+) -> Version:
+    """A ``Version`` from a ``versions`` table row (the one place that reads its columns):
+    SQLAlchemy's rows, or any object with the columns as attributes (the cold read path's).
+
+    Metrics added after the commit (``extra_metrics``) win over committed ones; the id covers
+    only the committed ``metrics`` column.
+    """
+    return Version(
+        id=row.id,
+        model=model,
+        number=row.number,
+        message=row.message,
+        author=row.author,
+        created=row.created,
+        params=row.params or {},
+        metrics={**(row.metrics or {}), **(row.extra_metrics or {})},
+        datasets=row.datasets or {},
+        code=row.code,
+        base=row.base,
+        parents=tuple(parents),
+        state=row.state,
+        size=row.size,
+        files=files,
+        deleted=row.deleted,
+    )
